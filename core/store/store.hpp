@@ -115,6 +115,10 @@ class Store {
 
   // Appends and returns the assigned sequence number.
   virtual int64_t append_audit(const AuditEvent& e) = 0;
+  // Appends several events; implementations should commit them in one transaction.
+  virtual void append_audit_batch(const std::vector<AuditEvent>& events) {
+    for (const auto& e : events) append_audit(e);
+  }
   // Events with seq > after_seq, oldest first, at most `limit`.
   virtual std::vector<AuditEvent> list_audit(int64_t after_seq, size_t limit) = 0;
   // The newest `limit` events, oldest first.

@@ -1,0 +1,138 @@
+// torii-agent — runs on each device: enrolls with toriid (A1), keeps the server session with
+// mutual TLS, attributes, ECHO keepalive and reconnect backoff (A2-A5). Listens on nothing.
+#include <signal.h>
+#include <spdlog/spdlog.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <iostream>
+
+#include "net/agent.hpp"
+
+using namespace torii;
+
+namespace {
+
+Duration parse_duration(const std::string& text) {
+  if (text.empty()) throw CLI::ValidationError("duration", "empty");
+  size_t pos = 0;
+  double v = std::stod(text, &pos);
+  const std::string unit = text.substr(pos);
+  double ms;
+  if (unit == "ms") ms = v;
+  else if (unit == "s" || unit.empty()) ms = v * 1000;
+  else if (unit == "m") ms = v * 60000;
+  else if (unit == "h") ms = v * 3600000;
+  else throw CLI::ValidationError("duration", "'" + text + "': use e.g. 500ms, 25s, 2m");
+  return Duration(int64_t(ms));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"torii-agent — torii device agent (enrollment, server session, keepalive)"};
+  app.set_version_flag("--version", std::string("torii-agent ") + TORII_VERSION);
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+
+  // enroll
+  net::EnrollOptions eo;
+  std::string e_state = "/var/lib/torii-agent";
+  auto* enroll = app.add_subcommand("enroll", "Enroll this device with toriid (one-time token)");
+  enroll->add_option("--server", eo.server, "toriid control address HOST:PORT")->required();
+  enroll->add_option("--ca-sha256", eo.ca_sha256,
+                     "SHA-256 fingerprint of toriid's CA (hex, colons optional)")
+      ->required();
+  enroll->add_option("--id", eo.device_id, "Device ID given by `torii device add`")->required();
+  enroll->add_option("--token", eo.token, "One-time enrollment token")->required();
+  enroll->add_option("--state-dir", e_state, "Where the key and certificate are kept")
+      ->capture_default_str();
+
+  // run
+  net::RunOptions ro;
+  std::string r_state = "/var/lib/torii-agent";
+  std::string keepalive = "25s";
+  bool no_nat = false;
+  auto* run = app.add_subcommand("run", "Keep the session with toriid (until SIGTERM)");
+  run->add_option("--state-dir", r_state, "State directory of `enroll`")->capture_default_str();
+  run->add_option("--keepalive", keepalive, "Idle interval before an ECHO (A4), e.g. 25s")
+      ->capture_default_str();
+  run->add_option("--firmware-version", ro.firmware_version, "Reported to the server")
+      ->capture_default_str();
+  run->add_flag("--no-nat-discovery", no_nat, "Skip STUN NAT discovery");
+
+  // status
+  std::string s_state = "/var/lib/torii-agent";
+  bool s_json = false;
+  auto* status = app.add_subcommand("status", "Show the server session state");
+  status->add_option("--state-dir", s_state, "State directory")->capture_default_str();
+  status->add_flag("--json", s_json, "JSON output");
+
+  CLI11_PARSE(app, argc, argv);
+  spdlog::set_level(spdlog::level::from_str(log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  ::signal(SIGPIPE, SIG_IGN);
+
+  try {
+    if (*enroll) {
+      eo.paths.dir = e_state;
+      const std::string group = net::enroll(eo);
+      std::cout << "enrolled device " << eo.device_id << " (group " << group << ") into "
+                << e_state << "\nnext: torii-agent run --state-dir " << e_state << "\n";
+      return 0;
+    }
+    if (*run) {
+      ro.paths.dir = r_state;
+      ro.keepalive = parse_duration(keepalive);
+      if (ro.keepalive < limits::kMinKeepaliveInterval || ro.keepalive > limits::kMaxKeepaliveInterval)
+        throw std::runtime_error("--keepalive must be between 200ms and 600s");
+      ro.discover_nat = !no_nat;
+      const int code = net::run_agent(ro);
+      if (code == net::kExitRevoked)
+        std::cerr << "torii-agent: this device has been revoked by the administrator\n";
+      else if (code == net::kExitRefused)
+        std::cerr << "torii-agent: the server refused this device (see the log above)\n";
+      return code;
+    }
+    if (*status) {
+      net::AgentPaths p{s_state};
+      auto st = net::load_status(p);
+      if (!st) {
+        std::cerr << "torii-agent: no status in " << s_state
+                  << " (has `torii-agent run --state-dir " << s_state << "` been started?)\n";
+        return 1;
+      }
+      auto& j = *st;
+      const int pid = j.value("pid", 0);
+      const bool running = pid > 0 && ::kill(pid, 0) == 0;
+      j["running"] = running;
+      if (!running && j.value("state", "") != "revoked" && j.value("state", "") != "refused")
+        j["state"] = "stopped";
+      if (s_json) {
+        std::cout << j.dump(2) << "\n";
+        return 0;
+      }
+      auto str = [&](const char* k) {
+        if (!j.contains(k) || j[k].is_null()) return std::string("-");
+        return j[k].is_string() ? j[k].get<std::string>() : j[k].dump();
+      };
+      std::cout << "device       " << str("device_id") << " (group " << str("group") << ")\n"
+                << "server       " << str("server") << "\n"
+                << "session      " << str("state") << " since " << str("since")
+                << (running ? "" : " (agent not running)") << "\n"
+                << "rtt          " << str("rtt_ms") << " ms\n"
+                << "nat          " << str("nat_type") << " (mapping " << str("nat_mapping")
+                << ", filtering " << str("nat_filtering") << ")\n"
+                << "public       " << str("public_endpoint") << "\n"
+                << "reconnects   " << str("reconnects") << "\n";
+      if (!str("last_error").empty() && str("last_error") != "-" && str("last_error") != "\"\"")
+        std::cout << "last event   " << str("last_error") << "\n";
+      return 0;
+    }
+  } catch (const std::exception& e) {
+    std::cerr << "torii-agent: " << e.what() << "\n";
+    return 1;
+  }
+  return 0;
+}
