@@ -391,8 +391,8 @@ class SessionRunner {
     if (tls != tls_ || !session_ || session_->state() != session::AgentState::established)
       co_return;
     pb::Attributes a;
-    a.set_mapping(to_pb(rep.mapping));
-    a.set_filtering(to_pb(rep.filtering));
+    a.set_mapping(server::to_wire(rep.mapping));
+    a.set_filtering(server::to_wire(rep.filtering));
     if (rep.public_endpoint) a.set_public_endpoint(rep.public_endpoint->to_string());
     for (const auto& l : local_addrs_) a.add_local_addresses(l);
     a.mutable_versions()->set_agent(TORII_AGENT_VERSION);
@@ -407,18 +407,6 @@ class SessionRunner {
     session_->send_attributes(mono_now(), std::move(a), out);
     execute(out);
     publish();
-  }
-
-  static pb::NatBehaviour to_pb(stun::NatBehaviour b) {
-    switch (b) {
-      case stun::NatBehaviour::no_nat: return pb::NAT_BEHAVIOUR_NO_NAT;
-      case stun::NatBehaviour::endpoint_independent: return pb::NAT_BEHAVIOUR_ENDPOINT_INDEPENDENT;
-      case stun::NatBehaviour::address_dependent: return pb::NAT_BEHAVIOUR_ADDRESS_DEPENDENT;
-      case stun::NatBehaviour::address_and_port_dependent:
-        return pb::NAT_BEHAVIOUR_ADDRESS_AND_PORT_DEPENDENT;
-      case stun::NatBehaviour::udp_blocked: return pb::NAT_BEHAVIOUR_UDP_BLOCKED;
-      default: return pb::NAT_BEHAVIOUR_UNKNOWN;
-    }
   }
 
   void set_state(const std::string& s) {

@@ -10,32 +10,28 @@ namespace torii::server {
 namespace pb = ::torii::control::v1;
 using control::make_frame;
 
-const char* nat_behaviour_name(pb::NatBehaviour b) {
+stun::NatBehaviour from_wire(pb::NatBehaviour b) {
   switch (b) {
-    case pb::NAT_BEHAVIOUR_NO_NAT: return "no-nat";
-    case pb::NAT_BEHAVIOUR_ENDPOINT_INDEPENDENT: return "endpoint-independent";
-    case pb::NAT_BEHAVIOUR_ADDRESS_DEPENDENT: return "address-dependent";
-    case pb::NAT_BEHAVIOUR_ADDRESS_AND_PORT_DEPENDENT: return "address-and-port-dependent";
-    case pb::NAT_BEHAVIOUR_UDP_BLOCKED: return "udp-blocked";
-    default: return "unknown";
+    case pb::NAT_BEHAVIOUR_NO_NAT: return stun::NatBehaviour::no_nat;
+    case pb::NAT_BEHAVIOUR_ENDPOINT_INDEPENDENT: return stun::NatBehaviour::endpoint_independent;
+    case pb::NAT_BEHAVIOUR_ADDRESS_DEPENDENT: return stun::NatBehaviour::address_dependent;
+    case pb::NAT_BEHAVIOUR_ADDRESS_AND_PORT_DEPENDENT:
+      return stun::NatBehaviour::address_and_port_dependent;
+    case pb::NAT_BEHAVIOUR_UDP_BLOCKED: return stun::NatBehaviour::udp_blocked;
+    default: return stun::NatBehaviour::unknown;
   }
 }
 
-const char* nat_type_name(pb::NatBehaviour m, pb::NatBehaviour f) {
-  if (m == pb::NAT_BEHAVIOUR_UDP_BLOCKED || f == pb::NAT_BEHAVIOUR_UDP_BLOCKED)
-    return "udp-blocked";
-  if (m == pb::NAT_BEHAVIOUR_NO_NAT) return "none";
-  if (m == pb::NAT_BEHAVIOUR_ADDRESS_DEPENDENT || m == pb::NAT_BEHAVIOUR_ADDRESS_AND_PORT_DEPENDENT)
-    return "symmetric";
-  if (m == pb::NAT_BEHAVIOUR_ENDPOINT_INDEPENDENT) {
-    switch (f) {
-      case pb::NAT_BEHAVIOUR_ENDPOINT_INDEPENDENT: return "full-cone";
-      case pb::NAT_BEHAVIOUR_ADDRESS_DEPENDENT: return "restricted-cone";
-      case pb::NAT_BEHAVIOUR_ADDRESS_AND_PORT_DEPENDENT: return "port-restricted-cone";
-      default: return "unknown";
-    }
+pb::NatBehaviour to_wire(stun::NatBehaviour b) {
+  switch (b) {
+    case stun::NatBehaviour::no_nat: return pb::NAT_BEHAVIOUR_NO_NAT;
+    case stun::NatBehaviour::endpoint_independent: return pb::NAT_BEHAVIOUR_ENDPOINT_INDEPENDENT;
+    case stun::NatBehaviour::address_dependent: return pb::NAT_BEHAVIOUR_ADDRESS_DEPENDENT;
+    case stun::NatBehaviour::address_and_port_dependent:
+      return pb::NAT_BEHAVIOUR_ADDRESS_AND_PORT_DEPENDENT;
+    case stun::NatBehaviour::udp_blocked: return pb::NAT_BEHAVIOUR_UDP_BLOCKED;
+    default: return pb::NAT_BEHAVIOUR_UNKNOWN;
   }
-  return "unknown";
 }
 
 ServerCore::Session* ServerCore::find(SessionId sid) {
@@ -355,9 +351,13 @@ void ServerCore::on_established_message(const Now& now, Session& s, const pb::En
       dirty_presence_[s.device_id].rtt_ms = s.rtt_ms;
       auto dev = store_.get_device(s.device_id);
       store::DeviceAttributes attrs = dev ? dev->attributes : store::DeviceAttributes{};
-      attrs.nat_mapping = nat_behaviour_name(a.mapping());
-      attrs.nat_filtering = nat_behaviour_name(a.filtering());
-      attrs.nat_type = nat_type_name(a.mapping(), a.filtering());
+      // One vocabulary for NAT behaviour: the STUN probe's (core/stun/nat_probe.hpp).
+      stun::NatReport rep;
+      rep.mapping = from_wire(a.mapping());
+      rep.filtering = from_wire(a.filtering());
+      attrs.nat_mapping = stun::to_string(rep.mapping);
+      attrs.nat_filtering = stun::to_string(rep.filtering);
+      attrs.nat_type = stun::nat_type_summary(rep);
       attrs.public_endpoint = a.public_endpoint();
       if (a.local_addresses_size() > 0)
         attrs.local_addresses.assign(a.local_addresses().begin(), a.local_addresses().end());

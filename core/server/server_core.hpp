@@ -19,6 +19,7 @@
 #include "core/server/failure_limiter.hpp"
 #include "core/session/limits.hpp"
 #include "core/store/store.hpp"
+#include "core/stun/nat_probe.hpp"
 #include "torii/control.pb.h"
 
 namespace torii::server {
@@ -188,11 +189,8 @@ class ServerCore {
   std::unordered_map<std::string, store::Presence> dirty_presence_;
 };
 
-// NAT behaviour enum <-> the strings used in the store and JSON ("endpoint-independent", ...).
-const char* nat_behaviour_name(::torii::control::v1::NatBehaviour b);
-// "none", "full-cone", "restricted-cone", "port-restricted-cone", "symmetric", "udp-blocked",
-// "unknown" from mapping and filtering behaviours.
-const char* nat_type_name(::torii::control::v1::NatBehaviour mapping,
-                          ::torii::control::v1::NatBehaviour filtering);
+// NAT behaviour between the wire enum and the STUN probe's (A3).
+stun::NatBehaviour from_wire(::torii::control::v1::NatBehaviour b);
+::torii::control::v1::NatBehaviour to_wire(stun::NatBehaviour b);
 
 }  // namespace torii::server
