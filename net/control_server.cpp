@@ -185,6 +185,9 @@ asio::awaitable<void> ControlServer::serve(std::shared_ptr<Conn> c) {
       core_.on_closed(now(), c->sid, kind, out);
     }
     execute(out);
+    // Only device sessions (client certificate) have presence; enrollments and garbage do not
+    // trigger writes.
+    if (pc.present) presence_urgent_ = true;
   }
   {
     std::lock_guard lk(conns_mu_);
@@ -306,7 +309,8 @@ asio::awaitable<void> ControlServer::timer_loop() {
       core_.tick(now(), out);
     }
     execute(out);
-    if (std::chrono::steady_clock::now() - last_flush >= limits::kPresenceFlushInterval) {
+    if (presence_urgent_.exchange(false) ||
+        std::chrono::steady_clock::now() - last_flush >= limits::kPresenceFlushInterval) {
       last_flush = std::chrono::steady_clock::now();
       flush_presence();
     }

@@ -68,6 +68,9 @@ class ControlServer {
   std::atomic<size_t> connections_{0};
   std::atomic<uint64_t> handshakes_ok_{0};
   std::atomic<bool> stopping_{false};
+  // A session ended: persist presence at the next timer tick rather than after the periodic
+  // interval, so an offline device does not show a stale or missing last_seen (A4).
+  std::atomic<bool> presence_urgent_{false};
 };
 
 }  // namespace torii::net

@@ -16,7 +16,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const server::Now now{instant_from_ms(1000), 1000};
   const auto src = *Endpoint::parse("10.0.0.1:1");
   auto sid = core.on_open(now, src, server::ClientCert{true, "cam1", "g1", "01", ""}, out);
-  session::AgentSession agent(session::AgentConfig{"cam1"});
+  session::AgentConfig acfg;
+  acfg.device_id = "cam1";
+  session::AgentSession agent(acfg);
   session::AgentActions aout;
   agent.start(instant_from_ms(0), aout);
 
