@@ -186,6 +186,78 @@ asio::awaitable<void> worker(Shared& g, size_t w, WorkerStats& st) {
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// In-process anchors, single thread: what OpenSSL alone allows on this machine with torii's real
+// TLS contexts (no sockets, no server logic), to tell torii's cost from the library's.
+
+struct AnchorResult {
+  double handshakes_per_s = 0;  // full mutual TLS 1.3 handshake, client + server, memory BIOs
+  double cert_parse_per_s = 0;  // d2i_X509 of a device certificate
+  double ssl_new_free_per_s = 0;
+};
+
+// Runs fn repeatedly for `seconds`; returns calls per second.
+template <typename F>
+double rate(double seconds, F&& fn) {
+  const double t0 = now_s();
+  uint64_t n = 0;
+  double t = t0;
+  while ((t = now_s()) - t0 < seconds) {
+    for (int i = 0; i < 8; ++i) fn();
+    n += 8;
+  }
+  return double(n) / (t - t0);
+}
+
+bool memory_handshake(SSL_CTX* sctx, SSL_CTX* cctx, X509* cert) {
+  SSL* c = SSL_new(cctx);
+  SSL* s = SSL_new(sctx);
+  Credentials::use_device(c, cert);
+  BIO *cb = nullptr, *sb = nullptr;
+  BIO_new_bio_pair(&cb, 0, &sb, 0);
+  SSL_set_bio(c, cb, cb);
+  SSL_set_bio(s, sb, sb);
+  SSL_set_connect_state(c);
+  SSL_set_accept_state(s);
+  bool cdone = false, sdone = false, ok = true;
+  for (int i = 0; i < 20 && !(cdone && sdone); ++i) {
+    if (!cdone) {
+      const int r = SSL_do_handshake(c);
+      if (r == 1) cdone = true;
+      else if (SSL_get_error(c, r) != SSL_ERROR_WANT_READ) { ok = false; break; }
+    }
+    if (!sdone) {
+      const int r = SSL_do_handshake(s);
+      if (r == 1) sdone = true;
+      else if (SSL_get_error(s, r) != SSL_ERROR_WANT_READ) { ok = false; break; }
+    }
+  }
+  ok = ok && cdone && sdone && SSL_get_verify_result(s) == X509_V_OK &&
+       SSL_get0_peer_certificate(s) != nullptr;
+  SSL_free(c);
+  SSL_free(s);
+  ERR_clear_error();
+  return ok;
+}
+
+AnchorResult measure_anchors(const fs::path& data_dir, const Credentials& creds, double seconds) {
+  AnchorResult r;
+  auto ca = pki::CertificateAuthority::open(data_dir);
+  auto sctx = net::make_server_context(ca);
+  auto cctx = creds.client_context();
+  auto cert = creds.cert(0);
+  if (!memory_handshake(sctx.get(), cctx.get(), cert.get()))
+    throw std::runtime_error("in-memory handshake failed: " + net::openssl_errors());
+  r.handshakes_per_s = rate(seconds, [&] { memory_handshake(sctx.get(), cctx.get(), cert.get()); });
+  const auto [off, len] = creds.der_at[0];
+  r.cert_parse_per_s = rate(seconds / 3, [&] {
+    auto x = pki::cert_from_der(reinterpret_cast<const uint8_t*>(creds.der_blob.data()) + off, len);
+  });
+  r.ssl_new_free_per_s = rate(seconds / 3, [&] { SSL_free(SSL_new(sctx.get())); });
+  return r;
+}
+
 int run_load(const LoadOptions& o) {
   const fs::path creds_dir = o.creds.empty() ? o.data_dir / "bench" : o.creds;
   auto creds = load_credentials(creds_dir);
@@ -320,6 +392,16 @@ int main(int argc, char** argv) {
   prov->add_option("--jobs", p.jobs, "Threads issuing certificates (1-2)");
   bool prov_json = false;
   prov->add_flag("--json", prov_json, "One JSON line on stdout");
+  double anchor_seconds = 3;
+  bool anchor_json = false;
+  fs::path anchor_dir, anchor_creds;
+  auto* anc = app.add_subcommand(
+      "anchor", "Single-thread in-process rates: full mutual TLS 1.3 handshake (memory BIOs), "
+                "certificate parse, SSL_new");
+  anc->add_option("-d,--data-dir", anchor_dir, "toriid data directory (CA, server key)")->required();
+  anc->add_option("--creds", anchor_creds, "Credentials folder (default <data-dir>/bench)");
+  anc->add_option("--seconds", anchor_seconds, "Seconds for the handshake loop");
+  anc->add_flag("--json", anchor_json, "One JSON line on stdout");
   app.require_subcommand(0, 1);
   CLI11_PARSE(app, argc, argv);
   ::signal(SIGPIPE, SIG_IGN);
@@ -334,6 +416,22 @@ int main(int argc, char** argv) {
         std::printf("provisioned %zu devices (%s): certificates %.2f s, database %.2f s, files "
                     "%.2f s, total %.2f s\n",
                     p.devices, p.method.c_str(), t.issue_s, t.db_s, t.files_s, t.total_s);
+      return 0;
+    }
+    if (*anc) {
+      auto creds = load_credentials(anchor_creds.empty() ? anchor_dir / "bench" : anchor_creds);
+      auto r = measure_anchors(anchor_dir, creds, anchor_seconds);
+      nlohmann::json j{{"tls13_mutual_handshakes_per_s_1core", r.handshakes_per_s},
+                       {"cert_parse_per_s_1core", r.cert_parse_per_s},
+                       {"ssl_new_free_per_s_1core", r.ssl_new_free_per_s},
+                       {"openssl", OpenSSL_version(OPENSSL_VERSION)}};
+      if (anchor_json)
+        std::cout << j.dump() << "\n";
+      else
+        std::printf("one core, in process: %.0f full mutual TLS 1.3 handshakes/s (both sides), "
+                    "%.0f certificate parses/s, %.0f SSL_new+SSL_free/s (%s)\n",
+                    r.handshakes_per_s, r.cert_parse_per_s, r.ssl_new_free_per_s,
+                    OpenSSL_version(OPENSSL_VERSION));
       return 0;
     }
     if (o.server.empty() || (o.data_dir.empty() && o.creds.empty())) {

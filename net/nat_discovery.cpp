@@ -1,6 +1,7 @@
 // discover_nat(): feeds a NatProbe from one UDP socket, racing each receive against the probe's
 // next deadline.
 #include "net/nat_discovery.hpp"
+#include "net/asio_endpoint.hpp"
 
 #include <array>
 #include <chrono>
@@ -25,20 +26,8 @@ namespace asio = boost::asio;
 using udp = asio::ip::udp;
 using namespace asio::experimental::awaitable_operators;
 
-udp::endpoint to_udp(const Endpoint& e) {
-  if (e.is_v4()) return {asio::ip::address_v4(e.v4_host_order()), e.port};
-  asio::ip::address_v6::bytes_type b;
-  std::copy(e.addr.begin(), e.addr.end(), b.begin());
-  return {asio::ip::address_v6(b), e.port};
-}
-
-Endpoint from_udp(const udp::endpoint& u) {
-  auto a = u.address();
-  if (a.is_v6() && a.to_v6().is_v4_mapped())
-    a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
-  if (a.is_v4()) return Endpoint::v4(a.to_v4().to_uint(), u.port());
-  return Endpoint::v6(a.to_v6().to_bytes(), u.port());
-}
+udp::endpoint to_udp(const Endpoint& e) { return to_asio<udp>(e); }
+Endpoint from_udp(const udp::endpoint& u) { return from_asio(u); }
 
 Instant now() {
   return std::chrono::time_point_cast<Duration>(std::chrono::steady_clock::now());

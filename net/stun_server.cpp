@@ -1,6 +1,7 @@
 // StunServer: one receive coroutine per bound socket, all on one strand so the Responder (not
 // thread-safe) needs no lock; replies are sent synchronously from the socket the Responder chose.
 #include "net/stun_server.hpp"
+#include "net/asio_endpoint.hpp"
 
 #include <array>
 #include <atomic>
@@ -33,20 +34,8 @@ namespace {
 namespace asio = boost::asio;
 using udp = asio::ip::udp;
 
-udp::endpoint to_udp(const Endpoint& e) {
-  if (e.is_v4()) return {asio::ip::address_v4(e.v4_host_order()), e.port};
-  asio::ip::address_v6::bytes_type b;
-  std::copy(e.addr.begin(), e.addr.end(), b.begin());
-  return {asio::ip::address_v6(b), e.port};
-}
-
-Endpoint from_udp(const udp::endpoint& u) {
-  auto a = u.address();
-  if (a.is_v6() && a.to_v6().is_v4_mapped())
-    a = asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6());
-  if (a.is_v4()) return Endpoint::v4(a.to_v4().to_uint(), u.port());
-  return Endpoint::v6(a.to_v6().to_bytes(), u.port());
-}
+udp::endpoint to_udp(const Endpoint& e) { return to_asio<udp>(e); }
+Endpoint from_udp(const udp::endpoint& u) { return from_asio(u); }
 
 // Large enough for any Binding request a real client sends; longer datagrams arrive truncated,
 // fail the length check and are counted as malformed.

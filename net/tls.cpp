@@ -1,6 +1,8 @@
 // OpenSSL contexts and the readiness-driven TLS stream (see tls.hpp).
 #include "net/tls.hpp"
 
+#include "net/asio_endpoint.hpp"
+
 #include <openssl/err.h>
 #include <openssl/x509v3.h>
 
@@ -227,13 +229,6 @@ PeerCertificate client_certificate(SSL* ssl) {
   return pc;
 }
 
-Endpoint to_endpoint(const tcp::endpoint& ep) {
-  const auto a = ep.address();
-  if (a.is_v4()) return Endpoint::v4(a.to_v4().to_bytes(), ep.port());
-  if (a.to_v6().is_v4_mapped())
-    return Endpoint::v4(asio::ip::make_address_v4(asio::ip::v4_mapped, a.to_v6()).to_bytes(),
-                        ep.port());  // dual-stack listener
-  return Endpoint::v6(a.to_v6().to_bytes(), ep.port());
-}
+Endpoint to_endpoint(const tcp::endpoint& ep) { return from_asio(ep); }
 
 }  // namespace torii::net

@@ -30,6 +30,8 @@ def main():
         # A5: the device closes: Close message, then TLS close_notify; the server records it.
         check("agent SIGTERM: exit 0, audit session.close with close_notify, device offline")
         seq = lab.last_seq()
+        seen_online = lab.device("c-term")["last_seen_ms"]
+        assert seen_online, "online device without last_seen"
         a_term.signal(signal.SIGTERM)
         rc = a_term.wait(10)
         assert rc == 0, f"agent exited {rc} on SIGTERM, expected 0\n{a_term.log()}"
@@ -38,7 +40,11 @@ def main():
         lab.wait_online("c-term", online=False, timeout=2)
         st = lab.agent_status(s_term)
         assert st["state"] == "stopped", f"status after SIGTERM: {st['state']!r}"
-        ok(f"exit 0, audited: {ev[0]['detail']}")
+        # A4: an offline device keeps its last presence (not "never" until the next periodic
+        # presence flush, which is 10 s away).
+        toriilab.wait_until(lambda: (lab.device("c-term")["last_seen_ms"] or 0) >= seen_online,
+                            1.0, "c-term's last_seen to survive going offline")
+        ok(f"exit 0, audited: {ev[0]['detail']}; last_seen kept")
 
         # A5: the server closes (administrator); the agent is not refused, so it comes back.
         check("`torii device disconnect`: session closed by the server, agent reconnects")
