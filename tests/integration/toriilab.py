@@ -29,7 +29,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
 import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -228,6 +227,10 @@ def _die_with_parent():
         pass
 
 
+def _exit_on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
 class PortInUse(Fatal):
     pass
 
@@ -297,6 +300,12 @@ class Lab:
     # ---- lifetime -------------------------------------------------------------------------
 
     def __enter__(self):
+        # SIGTERM/SIGHUP (e.g. an interrupted ctest) unwind through __exit__ like an error, so
+        # processes and temp dirs are still cleaned up. (SIGKILL cannot be caught: the children
+        # then die with us through PR_SET_PDEATHSIG.)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) in (signal.SIG_DFL, None):
+                signal.signal(sig, _exit_on_signal)
         for exe in (TORIID, TORII, AGENT):
             if not os.access(exe, os.X_OK):
                 raise RuntimeError(f"{exe} not found or not executable (set TORII_BIN)")
@@ -495,7 +504,7 @@ class Lab:
 
     def start_agent(self, state, keepalive="1s", extra=()):
         argv = [AGENT, "run", "--state-dir", state, "--keepalive", keepalive, *extra]
-        return self._spawn(f"agent-{os.path.basename(state)}", argv)
+        return self._spawn(f"torii-agent-{os.path.basename(state)}", argv)
 
     def agent_status(self, state):
         p = run([AGENT, "status", "--state-dir", state, "--json"])
