@@ -25,7 +25,7 @@ class AdminError : public std::runtime_error {
 struct NewDevice {
   std::string id;
   std::string group;
-  std::string token;           // shown once; the server keeps only its hash
+  std::string token;  // shown once; the server keeps only its hash
   UnixMs expires_at = 0;
   std::string enroll_command;  // exact `torii-agent enroll ...` line to run on the device
 };
@@ -41,15 +41,15 @@ struct DeviceView {
 class AdminBackend {
  public:
   virtual ~AdminBackend() = default;
-  virtual store::Group create_group(const std::string& name) = 0;            // 409 if exists
+  virtual store::Group create_group(const std::string& name) = 0;  // 409 if exists
   virtual std::vector<store::Group> list_groups() = 0;
   // id empty: the server generates one. ttl: token lifetime (default 24 h).
   virtual NewDevice add_device(const std::string& id, const std::string& group,
-                               std::optional<Duration> ttl) = 0;             // 404 group, 409 id
+                               std::optional<Duration> ttl) = 0;  // 404 group, 409 id
   virtual std::vector<DeviceView> list_devices() = 0;
-  virtual DeviceView get_device(const std::string& id) = 0;                  // 404
-  virtual void revoke_device(const std::string& id) = 0;                     // 404
-  virtual void disconnect_device(const std::string& id) = 0;                 // 404, 409 offline
+  virtual DeviceView get_device(const std::string& id) = 0;   // 404
+  virtual void revoke_device(const std::string& id) = 0;      // 404
+  virtual void disconnect_device(const std::string& id) = 0;  // 404, 409 offline
   virtual std::vector<store::AuditEvent> audit(size_t limit, int64_t after_seq) = 0;
   virtual std::string metrics_text() = 0;  // Prometheus text exposition format
 };

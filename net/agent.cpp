@@ -12,9 +12,9 @@
 #include <random>
 
 #include "core/control/frame.hpp"
+#include "core/server/server_core.hpp"
 #include "core/session/agent_session.hpp"
 #include "core/session/backoff.hpp"
-#include "core/server/server_core.hpp"
 #include "net/nat_discovery.hpp"
 #include "net/tls.hpp"
 #include "pki/key_store.hpp"
@@ -110,8 +110,9 @@ std::string os_description() {
 std::string enroll(const EnrollOptions& o) {
   const auto pin = pki::parse_fingerprint(o.ca_sha256);
   if (!pin)
-    throw std::runtime_error("--ca-sha256: expected the 64 hex digits toriid printed at start "
-                             "(colons allowed)");
+    throw std::runtime_error(
+        "--ca-sha256: expected the 64 hex digits toriid printed at start "
+        "(colons allowed)");
   if (!pki::valid_device_id(o.device_id))
     throw std::runtime_error("--id: '" + o.device_id +
                              "' is not a valid device ID (1-64 of A-Z a-z 0-9 . _ -)");
@@ -169,12 +170,13 @@ std::string enroll(const EnrollOptions& o) {
             if (env.has_error()) throw std::runtime_error(env.error().message());
             if (!env.has_enroll_response()) continue;
             const auto& resp = env.enroll_response();
-            auto cert = pki::cert_from_der(
-                reinterpret_cast<const uint8_t*>(resp.certificate_der().data()),
-                resp.certificate_der().size());
+            auto cert =
+                pki::cert_from_der(reinterpret_cast<const uint8_t*>(resp.certificate_der().data()),
+                                   resp.certificate_der().size());
             auto ca_cert = pki::cert_from_der(
                 reinterpret_cast<const uint8_t*>(resp.ca_der().data()), resp.ca_der().size());
-            if (!cert || !ca_cert) throw std::runtime_error("server sent an unreadable certificate");
+            if (!cert || !ca_cert)
+              throw std::runtime_error("server sent an unreadable certificate");
             if (pki::fingerprint(ca_cert.get()) != *pin)
               throw std::runtime_error("server sent a CA that does not match --ca-sha256");
             if (X509_check_private_key(cert.get(), key.get()) != 1)
@@ -184,8 +186,8 @@ std::string enroll(const EnrollOptions& o) {
               throw std::runtime_error("issued certificate is not for device " + o.device_id);
             pki::write_file_atomic(o.paths.ca(), pki::to_pem(ca_cert.get()), 0644);
             pki::write_file_atomic(o.paths.cert(), pki::to_pem(cert.get()), 0644);
-            save_identity(o.paths, {o.device_id, ident->group, o.server,
-                                    pki::fingerprint_hex(*pin)});
+            save_identity(o.paths,
+                          {o.device_id, ident->group, o.server, pki::fingerprint_hex(*pin)});
             group = ident->group;
             co_await tls.shutdown();
             co_return;
@@ -207,7 +209,7 @@ class SessionRunner {
  public:
   SessionRunner(const RunOptions& o, AgentIdentity id, SSL_CTX* ctx, asio::io_context& io)
       : o_(o), id_(std::move(id)), ctx_(ctx), io_(io), backoff_(std::random_device{}()) {
-    status_ = {{"device_id", id_.device_id}, {"group", id_.group},   {"server", id_.server},
+    status_ = {{"device_id", id_.device_id}, {"group", id_.group},  {"server", id_.server},
                {"pid", int(::getpid())},     {"state", "starting"}, {"reconnects", 0}};
   }
 
@@ -230,8 +232,7 @@ class SessionRunner {
         const bool revoked = session_->end_reason() == session::EndReason::revoked;
         exit_code_ = revoked ? kExitRevoked : kExitRefused;
         set_state(revoked ? "revoked" : "refused");
-        spdlog::error("server refused this device: {}; not reconnecting",
-                      session_->end_message());
+        spdlog::error("server refused this device: {}; not reconnecting", session_->end_message());
         co_return;
       }
       if (mono_now() - started >= limits::kBackoffResetAfter) backoff_.reset();
@@ -316,8 +317,8 @@ class SessionRunner {
     tls->close();
     closing_ = false;
     if (session_->end_reason() != session::EndReason::none)
-      last_error_ = std::string(session::to_string(session_->end_reason())) + ": " +
-                    session_->end_message();
+      last_error_ =
+          std::string(session::to_string(session_->end_reason())) + ": " + session_->end_message();
     spdlog::info("session ended: {}", last_error_);
     publish();
   }

@@ -17,8 +17,9 @@ AuditLog::~AuditLog() {
 }
 
 void AuditLog::append(store::AuditEvent ev) {
-  spdlog::info("audit {} device={} source={} {}", ev.kind, ev.device_id.empty() ? "-" : ev.device_id,
-               ev.source.empty() ? "-" : ev.source, ev.detail);
+  spdlog::info("audit {} device={} source={} {}", ev.kind,
+               ev.device_id.empty() ? "-" : ev.device_id, ev.source.empty() ? "-" : ev.source,
+               ev.detail);
   {
     std::lock_guard lk(mu_);
     queue_.push_back(std::move(ev));

@@ -9,7 +9,8 @@ namespace torii::net {
 
 class CaIssuer final : public server::CertIssuer {
  public:
-  explicit CaIssuer(const pki::CertificateAuthority& ca, Duration validity = limits::kDeviceCertValidity)
+  explicit CaIssuer(const pki::CertificateAuthority& ca,
+                    Duration validity = limits::kDeviceCertValidity)
       : ca_(ca), validity_(validity) {}
   server::Issued issue(const std::vector<uint8_t>& csr_der, const std::string& device_id,
                        const std::string& group, UnixMs now) override {

@@ -27,9 +27,8 @@ struct ControlServer::Conn : std::enable_shared_from_this<Conn> {
 
 server::Now ControlServer::now() {
   using namespace std::chrono;
-  return server::Now{
-      Instant(duration_cast<Duration>(steady_clock::now().time_since_epoch())),
-      duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count()};
+  return server::Now{Instant(duration_cast<Duration>(steady_clock::now().time_since_epoch())),
+                     duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count()};
 }
 
 ControlServer::ControlServer(asio::io_context& io, store::Store& store,
@@ -62,7 +61,9 @@ void ControlServer::start() {
   asio::co_spawn(io_, timer_loop(), asio::detached);
 }
 
-Endpoint ControlServer::local_endpoint() const { return to_endpoint(acceptor_.local_endpoint()); }
+Endpoint ControlServer::local_endpoint() const {
+  return to_endpoint(acceptor_.local_endpoint());
+}
 
 asio::awaitable<void> ControlServer::accept_loop() {
   while (!stopping_) {

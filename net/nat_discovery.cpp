@@ -26,8 +26,12 @@ namespace asio = boost::asio;
 using udp = asio::ip::udp;
 using namespace asio::experimental::awaitable_operators;
 
-udp::endpoint to_udp(const Endpoint& e) { return to_asio<udp>(e); }
-Endpoint from_udp(const udp::endpoint& u) { return from_asio(u); }
+udp::endpoint to_udp(const Endpoint& e) {
+  return to_asio<udp>(e);
+}
+Endpoint from_udp(const udp::endpoint& u) {
+  return from_asio(u);
+}
 
 Instant now() {
   return std::chrono::time_point_cast<Duration>(std::chrono::steady_clock::now());

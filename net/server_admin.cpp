@@ -9,7 +9,9 @@
 namespace torii::net {
 
 namespace {
-UnixMs wall_now() { return ControlServer::now().wall; }
+UnixMs wall_now() {
+  return ControlServer::now().wall;
+}
 }  // namespace
 
 void ServerAdmin::log(const std::string& kind, const std::string& device_id,
@@ -25,8 +27,9 @@ void ServerAdmin::log(const std::string& kind, const std::string& device_id,
 
 store::Group ServerAdmin::create_group(const std::string& name) {
   if (!pki::valid_group_name(name))
-    throw AdminError(400, "invalid group name '" + name +
-                              "': use 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . or -)");
+    throw AdminError(400,
+                     "invalid group name '" + name +
+                         "': use 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . or -)");
   store::Group g{name, wall_now()};
   try {
     store_.create_group(g);
@@ -39,17 +42,20 @@ store::Group ServerAdmin::create_group(const std::string& name) {
   return g;
 }
 
-std::vector<store::Group> ServerAdmin::list_groups() { return store_.list_groups(); }
+std::vector<store::Group> ServerAdmin::list_groups() {
+  return store_.list_groups();
+}
 
 NewDevice ServerAdmin::add_device(const std::string& id_in, const std::string& group,
                                   std::optional<Duration> ttl) {
   const std::string id = id_in.empty() ? server::generate_device_id() : id_in;
   if (!pki::valid_device_id(id))
-    throw AdminError(400, "invalid device ID '" + id +
-                              "': use 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . or -)");
+    throw AdminError(400,
+                     "invalid device ID '" + id +
+                         "': use 1-64 characters of A-Z a-z 0-9 . _ - (not starting with . or -)");
   if (!store_.get_group(group))
-    throw AdminError(404, "no group '" + group + "': create it first with `torii group create " +
-                              group + "`");
+    throw AdminError(
+        404, "no group '" + group + "': create it first with `torii group create " + group + "`");
   const Duration life = ttl.value_or(opts_.token_ttl);
   if (life < std::chrono::seconds(60) || life > std::chrono::hours(24 * 30))
     throw AdminError(400, "token lifetime must be between 60 s and 30 days");
@@ -78,8 +84,8 @@ NewDevice ServerAdmin::add_device(const std::string& id_in, const std::string& g
       "torii-agent enroll --server {} --ca-sha256 {} --id {} --token {} --state-dir "
       "/var/lib/torii-agent",
       opts_.advertise, opts_.ca_fingerprint, id, nd.token);
-  log("device.add", id, "group " + group + ", enrollment token valid " +
-                            std::to_string(life.count() / 1000) + " s");
+  log("device.add", id,
+      "group " + group + ", enrollment token valid " + std::to_string(life.count() / 1000) + " s");
   return nd;
 }
 
@@ -180,7 +186,8 @@ std::string ServerAdmin::metrics_text() {
            line("torii_stun_requests_total", s.requests));
     metric("torii_stun_responses_total", "counter", "STUN responses sent.",
            line("torii_stun_responses_total", s.answered));
-    metric("torii_stun_dropped_total", "counter", "STUN datagrams dropped (malformed or not a request).",
+    metric("torii_stun_dropped_total", "counter",
+           "STUN datagrams dropped (malformed or not a request).",
            line("torii_stun_dropped_total", s.dropped));
   }
   if (unauthorized_)

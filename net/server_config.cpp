@@ -36,24 +36,37 @@ void apply_toml(std::string_view text, ServerSettings& s) {
   }
   for (auto&& [k, v] : tbl) {
     const std::string key(k.str());
-    if (key == "data_dir") s.data_dir = get<std::string>(v, key);
-    else if (key == "listen") s.listen = get<std::string>(v, key);
-    else if (key == "stun") s.stun = get<std::string>(v, key);
-    else if (key == "stun_alt") s.stun_alt = get<std::string>(v, key);
-    else if (key == "api") s.api = get<std::string>(v, key);
-    else if (key == "advertise") s.advertise = get<std::string>(v, key);
-    else if (key == "log_level") s.log_level = get<std::string>(v, key);
-    else if (key == "threads") s.threads = int(get<uint32_t>(v, key));
+    if (key == "data_dir")
+      s.data_dir = get<std::string>(v, key);
+    else if (key == "listen")
+      s.listen = get<std::string>(v, key);
+    else if (key == "stun")
+      s.stun = get<std::string>(v, key);
+    else if (key == "stun_alt")
+      s.stun_alt = get<std::string>(v, key);
+    else if (key == "api")
+      s.api = get<std::string>(v, key);
+    else if (key == "advertise")
+      s.advertise = get<std::string>(v, key);
+    else if (key == "log_level")
+      s.log_level = get<std::string>(v, key);
+    else if (key == "threads")
+      s.threads = int(get<uint32_t>(v, key));
     else if (key == "limits") {
       const auto* lt = v.as_table();
       if (!lt) throw ConfigError("config: 'limits' must be a table");
       for (auto&& [lk, lv] : *lt) {
         const std::string lkey = "limits." + std::string(lk.str());
-        if (lk == "auth_failures_per_source") s.auth_failures_per_source = get<uint32_t>(lv, lkey);
-        else if (lk == "auth_failures_per_device") s.auth_failures_per_device = get<uint32_t>(lv, lkey);
-        else if (lk == "auth_lockout_seconds") s.auth_lockout_seconds = get<uint32_t>(lv, lkey);
-        else if (lk == "token_ttl_seconds") s.token_ttl_seconds = get<uint32_t>(lv, lkey);
-        else throw ConfigError("config: unknown key '" + lkey + "'");
+        if (lk == "auth_failures_per_source")
+          s.auth_failures_per_source = get<uint32_t>(lv, lkey);
+        else if (lk == "auth_failures_per_device")
+          s.auth_failures_per_device = get<uint32_t>(lv, lkey);
+        else if (lk == "auth_lockout_seconds")
+          s.auth_lockout_seconds = get<uint32_t>(lv, lkey);
+        else if (lk == "token_ttl_seconds")
+          s.token_ttl_seconds = get<uint32_t>(lv, lkey);
+        else
+          throw ConfigError("config: unknown key '" + lkey + "'");
       }
     } else {
       throw ConfigError("config: unknown key '" + key + "'");

@@ -21,11 +21,11 @@ struct ServerSettings {
   std::filesystem::path data_dir = "/var/lib/torii";
   std::string listen = "0.0.0.0:7443";
   std::string stun = "0.0.0.0:3478";
-  std::string stun_alt;              // "" = no RFC 5780 alternate address
+  std::string stun_alt;                // "" = no RFC 5780 alternate address
   std::string api = "127.0.0.1:7444";  // ADDR:PORT or unix:PATH; localhost only by default
-  std::string advertise;             // HOST:PORT put in enroll commands; "" = derived
+  std::string advertise;               // HOST:PORT put in enroll commands; "" = derived
   std::string log_level = "info";
-  int threads = 0;                   // 0 = one per core
+  int threads = 0;  // 0 = one per core
   uint32_t auth_failures_per_source = limits::kAuthFailuresPerSource;
   uint32_t auth_failures_per_device = limits::kAuthFailuresPerDevice;
   uint32_t auth_lockout_seconds = uint32_t(limits::kAuthLockout.count() / 1000);

@@ -34,8 +34,12 @@ namespace {
 namespace asio = boost::asio;
 using udp = asio::ip::udp;
 
-udp::endpoint to_udp(const Endpoint& e) { return to_asio<udp>(e); }
-Endpoint from_udp(const udp::endpoint& u) { return from_asio(u); }
+udp::endpoint to_udp(const Endpoint& e) {
+  return to_asio<udp>(e);
+}
+Endpoint from_udp(const udp::endpoint& u) {
+  return from_asio(u);
+}
 
 // Large enough for any Binding request a real client sends; longer datagrams arrive truncated,
 // fail the length check and are counted as malformed.

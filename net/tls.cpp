@@ -24,7 +24,9 @@ namespace {
 
 // Accept the handshake whatever the client certificate; the verdict stays in the SSL object
 // (SSL_get_verify_result) for the core to act on.
-int accept_and_record(int /*preverify_ok*/, X509_STORE_CTX* /*ctx*/) { return 1; }
+int accept_and_record(int /*preverify_ok*/, X509_STORE_CTX* /*ctx*/) {
+  return 1;
+}
 
 void common_options(SSL_CTX* ctx) {
   SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION);
@@ -87,8 +89,9 @@ pki::X509Ptr find_pinned_ca(SSL* ssl, const pki::Fingerprint& pin, std::string& 
     if (pki::fingerprint(c) == pin) ca = c;
   }
   if (!ca) {
-    why = "no certificate in the server's chain matches the CA fingerprint given with --ca-sha256 "
-          "(wrong server or wrong fingerprint)";
+    why =
+        "no certificate in the server's chain matches the CA fingerprint given with --ca-sha256 "
+        "(wrong server or wrong fingerprint)";
     return nullptr;
   }
   X509_STORE* store = X509_STORE_new();
@@ -229,6 +232,8 @@ PeerCertificate client_certificate(SSL* ssl) {
   return pc;
 }
 
-Endpoint to_endpoint(const tcp::endpoint& ep) { return from_asio(ep); }
+Endpoint to_endpoint(const tcp::endpoint& ep) {
+  return from_asio(ep);
+}
 
 }  // namespace torii::net

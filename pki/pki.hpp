@@ -47,22 +47,24 @@ std::string to_pem(const X509* cert);
 X509Ptr cert_from_der(const uint8_t* data, size_t len);  // nullptr on error
 X509Ptr cert_from_pem(std::string_view pem);             // nullptr on error
 std::string private_key_to_pem(const EVP_PKEY* key);
-PkeyPtr private_key_from_pem(std::string_view pem);      // nullptr on error
+PkeyPtr private_key_from_pem(std::string_view pem);  // nullptr on error
 PkeyPtr generate_p256_key();
 
 // Device IDs: 1-64 chars of [A-Za-z0-9._-], not starting with '.' or '-'.
 bool valid_device_id(std::string_view id);
 // Group names follow the same rule.
-inline bool valid_group_name(std::string_view n) { return valid_device_id(n); }
+inline bool valid_group_name(std::string_view n) {
+  return valid_device_id(n);
+}
 
 // PKCS#10 request for a device key; subject CN = device_id. Signed with the key.
 std::vector<uint8_t> make_csr(EVP_PKEY* key, const std::string& device_id);
 
 // What a torii device certificate says about its holder.
 struct DeviceIdentity {
-  std::string device_id;  // CN, also SAN URI torii:device:<id>
-  std::string group;      // OU
-  std::string serial_hex; // lowercase hex
+  std::string device_id;   // CN, also SAN URI torii:device:<id>
+  std::string group;       // OU
+  std::string serial_hex;  // lowercase hex
   UnixMs not_before = 0;
   UnixMs not_after = 0;
 };

@@ -19,11 +19,16 @@ Duration parse_duration(const std::string& text) {
   double v = std::stod(text, &pos);
   const std::string unit = text.substr(pos);
   double ms;
-  if (unit == "ms") ms = v;
-  else if (unit == "s" || unit.empty()) ms = v * 1000;
-  else if (unit == "m") ms = v * 60000;
-  else if (unit == "h") ms = v * 3600000;
-  else throw CLI::ValidationError("duration", "'" + text + "': use e.g. 500ms, 25s, 2m");
+  if (unit == "ms")
+    ms = v;
+  else if (unit == "s" || unit.empty())
+    ms = v * 1000;
+  else if (unit == "m")
+    ms = v * 60000;
+  else if (unit == "h")
+    ms = v * 3600000;
+  else
+    throw CLI::ValidationError("duration", "'" + text + "': use e.g. 500ms, 25s, 2m");
   return Duration(int64_t(ms));
 }
 
@@ -34,15 +39,17 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("torii-agent ") + TORII_VERSION);
   app.require_subcommand(1);
   std::string log_level = "info";
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")->capture_default_str();
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->capture_default_str();
 
   // enroll
   net::EnrollOptions eo;
   std::string e_state = "/var/lib/torii-agent";
   auto* enroll = app.add_subcommand("enroll", "Enroll this device with toriid (one-time token)");
   enroll->add_option("--server", eo.server, "toriid control address HOST:PORT")->required();
-  enroll->add_option("--ca-sha256", eo.ca_sha256,
-                     "SHA-256 fingerprint of toriid's CA (hex, colons optional)")
+  enroll
+      ->add_option("--ca-sha256", eo.ca_sha256,
+                   "SHA-256 fingerprint of toriid's CA (hex, colons optional)")
       ->required();
   enroll->add_option("--id", eo.device_id, "Device ID given by `torii device add`")->required();
   enroll->add_option("--token", eo.token, "One-time enrollment token")->required();
@@ -78,14 +85,15 @@ int main(int argc, char** argv) {
     if (*enroll) {
       eo.paths.dir = e_state;
       const std::string group = net::enroll(eo);
-      std::cout << "enrolled device " << eo.device_id << " (group " << group << ") into "
-                << e_state << "\nnext: torii-agent run --state-dir " << e_state << "\n";
+      std::cout << "enrolled device " << eo.device_id << " (group " << group << ") into " << e_state
+                << "\nnext: torii-agent run --state-dir " << e_state << "\n";
       return 0;
     }
     if (*run) {
       ro.paths.dir = r_state;
       ro.keepalive = parse_duration(keepalive);
-      if (ro.keepalive < limits::kMinKeepaliveInterval || ro.keepalive > limits::kMaxKeepaliveInterval)
+      if (ro.keepalive < limits::kMinKeepaliveInterval ||
+          ro.keepalive > limits::kMaxKeepaliveInterval)
         throw std::runtime_error("--keepalive must be between 200ms and 600s");
       ro.discover_nat = !no_nat;
       const int code = net::run_agent(ro);

@@ -51,8 +51,8 @@ std::string load_or_create_admin_token(const fs::path& file) {
 
 std::string default_advertise(const Endpoint& listen) {
   const std::string port = std::to_string(listen.port);
-  const bool any = listen.is_v4() ? listen.v4_host_order() == 0
-                                  : listen.addr == std::array<uint8_t, 16>{};
+  const bool any =
+      listen.is_v4() ? listen.v4_host_order() == 0 : listen.addr == std::array<uint8_t, 16>{};
   if (!any) return listen.to_string();
   char host[256] = {};
   if (::gethostname(host, sizeof host - 1) == 0 && host[0]) return std::string(host) + ":" + port;
@@ -177,7 +177,8 @@ int main(int argc, char** argv) {
     });
     ::signal(SIGPIPE, SIG_IGN);
 
-    const int n = s.threads > 0 ? s.threads : int(std::max(1u, std::thread::hardware_concurrency()));
+    const int n =
+        s.threads > 0 ? s.threads : int(std::max(1u, std::thread::hardware_concurrency()));
     std::vector<std::thread> pool;
     for (int i = 1; i < n; ++i) pool.emplace_back([&] { io.run(); });
     io.run();

@@ -16,17 +16,24 @@ std::vector<uint8_t> encode_frame(const pb::Envelope& env) {
 
 const char* to_string(DecodeError e) {
   switch (e) {
-    case DecodeError::none: return "ok";
-    case DecodeError::bad_protobuf: return "malformed message";
-    case DecodeError::unsupported_version: return "unsupported protocol version";
-    case DecodeError::empty_body: return "message without body";
-    case DecodeError::bad_field: return "field out of limits";
+    case DecodeError::none:
+      return "ok";
+    case DecodeError::bad_protobuf:
+      return "malformed message";
+    case DecodeError::unsupported_version:
+      return "unsupported protocol version";
+    case DecodeError::empty_body:
+      return "message without body";
+    case DecodeError::bad_field:
+      return "field out of limits";
   }
   return "?";
 }
 
 namespace {
-bool short_enough(const std::string& s, size_t max) { return s.size() <= max; }
+bool short_enough(const std::string& s, size_t max) {
+  return s.size() <= max;
+}
 
 bool versions_ok(const pb::Versions& v) {
   return short_enough(v.agent(), limits::kMaxVersionStringLength) &&
@@ -60,9 +67,12 @@ bool fields_ok(const pb::Envelope& env) {
       return versions_ok(a.versions()) && addresses_ok(a.local_addresses()) &&
              short_enough(a.public_endpoint(), limits::kMaxAddressStringLength);
     }
-    case pb::Envelope::kClose: return short_enough(env.close().detail(), 1024);
-    case pb::Envelope::kError: return short_enough(env.error().message(), 1024);
-    default: return true;
+    case pb::Envelope::kClose:
+      return short_enough(env.close().detail(), 1024);
+    case pb::Envelope::kError:
+      return short_enough(env.error().message(), 1024);
+    default:
+      return true;
   }
 }
 }  // namespace
@@ -93,7 +103,8 @@ bool FrameDecoder::feed(const uint8_t* data, size_t len) {
 
 std::optional<std::string_view> FrameDecoder::next() {
   if (corrupt_ || buffered() < 4) {
-    if (buffered() == 0 && buf_.capacity() > 4096) buf_ = std::string();  // idle sessions stay small
+    if (buffered() == 0 && buf_.capacity() > 4096)
+      buf_ = std::string();  // idle sessions stay small
     if (buffered() == 0) pos_ = 0, buf_.clear();
     return std::nullopt;
   }

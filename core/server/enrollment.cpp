@@ -18,8 +18,7 @@ void random_bytes(uint8_t* p, size_t n) {
 }  // namespace
 
 std::string generate_token() {
-  static const char* kAlphabet =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  static const char* kAlphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
   uint8_t raw[32];
   random_bytes(raw, sizeof raw);
   std::string out = "tt1_";
@@ -64,8 +63,7 @@ EnrollResult enroll(store::Store& store, CertIssuer& issuer, UnixMs now,
                     const std::string& device_id, const std::string& token,
                     const std::vector<uint8_t>& csr_der) {
   EnrollResult r;
-  auto refuse = [&](pb::ErrorCode code, std::string kind, std::string message,
-                    std::string detail) {
+  auto refuse = [&](pb::ErrorCode code, std::string kind, std::string message, std::string detail) {
     r.ok = false;
     r.code = code;
     r.audit_kind = std::move(kind);
@@ -102,8 +100,8 @@ EnrollResult enroll(store::Store& store, CertIssuer& issuer, UnixMs now,
                   std::string("enrollment refused: certificate request rejected: ") + e.what(),
                   e.what());
   }
-  if (!store.complete_enrollment(device_id, presented, now, r.issued.serial_hex,
-                                 r.issued.not_after, r.issued.cert_der))
+  if (!store.complete_enrollment(device_id, presented, now, r.issued.serial_hex, r.issued.not_after,
+                                 r.issued.cert_der))
     return refuse(pb::ERROR_CODE_BAD_TOKEN, "enroll.token_used",
                   "enrollment refused: this token was already used (tokens are single-use)",
                   "token consumed concurrently");

@@ -35,8 +35,7 @@ void FailureLimiter::evict(Instant now) {
   if (entries_.size() < cfg_.max_keys) return;
   auto oldest = entries_.begin();
   for (auto it = entries_.begin(); it != entries_.end(); ++it)
-    if (it->second.window_start < oldest->second.window_start &&
-        now >= it->second.locked_until)
+    if (it->second.window_start < oldest->second.window_start && now >= it->second.locked_until)
       oldest = it;
   entries_.erase(oldest);
 }

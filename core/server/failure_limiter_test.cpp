@@ -34,7 +34,8 @@ TEST(FailureLimiter, WindowResets) {
 TEST(FailureLimiter, MemoryIsBounded) {
   FailureLimiter l({3, 60s, 300s, 50});
   auto t = instant_from_ms(0);
-  for (int i = 0; i < 1000; ++i) l.record_failure("k" + std::to_string(i), t + std::chrono::milliseconds(i));
+  for (int i = 0; i < 1000; ++i)
+    l.record_failure("k" + std::to_string(i), t + std::chrono::milliseconds(i));
   EXPECT_LE(l.size(), 50u);
 }
 

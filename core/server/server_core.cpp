@@ -12,25 +12,35 @@ using control::make_frame;
 
 stun::NatBehaviour from_wire(pb::NatBehaviour b) {
   switch (b) {
-    case pb::NAT_BEHAVIOUR_NO_NAT: return stun::NatBehaviour::no_nat;
-    case pb::NAT_BEHAVIOUR_ENDPOINT_INDEPENDENT: return stun::NatBehaviour::endpoint_independent;
-    case pb::NAT_BEHAVIOUR_ADDRESS_DEPENDENT: return stun::NatBehaviour::address_dependent;
+    case pb::NAT_BEHAVIOUR_NO_NAT:
+      return stun::NatBehaviour::no_nat;
+    case pb::NAT_BEHAVIOUR_ENDPOINT_INDEPENDENT:
+      return stun::NatBehaviour::endpoint_independent;
+    case pb::NAT_BEHAVIOUR_ADDRESS_DEPENDENT:
+      return stun::NatBehaviour::address_dependent;
     case pb::NAT_BEHAVIOUR_ADDRESS_AND_PORT_DEPENDENT:
       return stun::NatBehaviour::address_and_port_dependent;
-    case pb::NAT_BEHAVIOUR_UDP_BLOCKED: return stun::NatBehaviour::udp_blocked;
-    default: return stun::NatBehaviour::unknown;
+    case pb::NAT_BEHAVIOUR_UDP_BLOCKED:
+      return stun::NatBehaviour::udp_blocked;
+    default:
+      return stun::NatBehaviour::unknown;
   }
 }
 
 pb::NatBehaviour to_wire(stun::NatBehaviour b) {
   switch (b) {
-    case stun::NatBehaviour::no_nat: return pb::NAT_BEHAVIOUR_NO_NAT;
-    case stun::NatBehaviour::endpoint_independent: return pb::NAT_BEHAVIOUR_ENDPOINT_INDEPENDENT;
-    case stun::NatBehaviour::address_dependent: return pb::NAT_BEHAVIOUR_ADDRESS_DEPENDENT;
+    case stun::NatBehaviour::no_nat:
+      return pb::NAT_BEHAVIOUR_NO_NAT;
+    case stun::NatBehaviour::endpoint_independent:
+      return pb::NAT_BEHAVIOUR_ENDPOINT_INDEPENDENT;
+    case stun::NatBehaviour::address_dependent:
+      return pb::NAT_BEHAVIOUR_ADDRESS_DEPENDENT;
     case stun::NatBehaviour::address_and_port_dependent:
       return pb::NAT_BEHAVIOUR_ADDRESS_AND_PORT_DEPENDENT;
-    case stun::NatBehaviour::udp_blocked: return pb::NAT_BEHAVIOUR_UDP_BLOCKED;
-    default: return pb::NAT_BEHAVIOUR_UNKNOWN;
+    case stun::NatBehaviour::udp_blocked:
+      return pb::NAT_BEHAVIOUR_UDP_BLOCKED;
+    default:
+      return pb::NAT_BEHAVIOUR_UNKNOWN;
   }
 }
 
@@ -100,8 +110,7 @@ void ServerCore::begin_close(const Now& now, Session& s, Actions& out) {
 
 void ServerCore::auth_failure(const Now& now, Session& s, const std::string& device_id,
                               pb::ErrorCode code, const std::string& kind,
-                              const std::string& message, const std::string& detail,
-                              Actions& out) {
+                              const std::string& message, const std::string& detail, Actions& out) {
   ++metrics_.auth_failures;
   audit(now, kind, device_id, s.source, detail, out);
   const std::string src = s.source.address_string();
@@ -142,8 +151,8 @@ void ServerCore::on_handshake_failed(const Now& now, const Endpoint& source,
   if (per_source_.record_failure(src, now.mono)) {
     ++metrics_.lockouts;
     audit(now, "abuse.lockout", "", source,
-          "source address " + src + " locked out after repeated failed TLS handshakes (last: " +
-              reason + ")",
+          "source address " + src +
+              " locked out after repeated failed TLS handshakes (last: " + reason + ")",
           out);
   }
 }
@@ -174,8 +183,8 @@ void ServerCore::on_frame(const Now& now, SessionId sid, std::string_view payloa
   if (!s || s->state == State::closing) return;
   ++metrics_.messages_in;
   pb::Envelope env;
-  const auto err =
-      control::decode_envelope(reinterpret_cast<const uint8_t*>(payload.data()), payload.size(), env);
+  const auto err = control::decode_envelope(reinterpret_cast<const uint8_t*>(payload.data()),
+                                            payload.size(), env);
   if (err != control::DecodeError::none) {
     ++metrics_.malformed;
     send_error(*s,
@@ -196,8 +205,10 @@ void ServerCore::on_frame(const Now& now, SessionId sid, std::string_view payloa
       ++metrics_.malformed;
       send_error(*s, pb::ERROR_CODE_BAD_MESSAGE, "enrollment in progress", out);
       return begin_close(now, *s, out);
-    case State::established: return on_established_message(now, *s, env, out);
-    case State::closing: return;
+    case State::established:
+      return on_established_message(now, *s, env, out);
+    case State::closing:
+      return;
   }
 }
 
@@ -237,11 +248,11 @@ void ServerCore::on_enroll_result(const Now& now, SessionId sid, const EnrollRes
   per_device_.forget(s->device_id);
   audit(now, r.audit_kind, s->device_id, s->source, r.audit_detail, out);
   send(*s, make_frame([&](pb::Envelope& e) {
-         auto* resp = e.mutable_enroll_response();
-         resp->set_certificate_der(r.issued.cert_der.data(), r.issued.cert_der.size());
-         resp->set_ca_der(r.issued.ca_der.data(), r.issued.ca_der.size());
-         resp->set_group(r.group);
-       }),
+    auto* resp = e.mutable_enroll_response();
+    resp->set_certificate_der(r.issued.cert_der.data(), r.issued.cert_der.size());
+    resp->set_ca_der(r.issued.ca_der.data(), r.issued.ca_der.size());
+    resp->set_group(r.group);
+  }),
        out);
   s->device_id.clear();
   begin_close(now, *s, out);
@@ -255,12 +266,10 @@ void ServerCore::on_hello(const Now& now, Session& s, const pb::Hello& h, Action
                         "no client certificate: enroll first (torii-agent enroll)",
                         "Hello without client certificate", out);
   if (!s.cert.verify_error.empty())
-    return auth_failure(now, s, s.cert.device_id, pb::ERROR_CODE_NOT_AUTHENTICATED,
-                        "auth.bad_certificate",
-                        "client certificate refused: " + s.cert.verify_error,
-                        "certificate claiming '" + s.cert.device_id +
-                            "' refused: " + s.cert.verify_error,
-                        out);
+    return auth_failure(
+        now, s, s.cert.device_id, pb::ERROR_CODE_NOT_AUTHENTICATED, "auth.bad_certificate",
+        "client certificate refused: " + s.cert.verify_error,
+        "certificate claiming '" + s.cert.device_id + "' refused: " + s.cert.verify_error, out);
   if (per_device_.locked(s.cert.device_id, now.mono)) {
     ++metrics_.auth_failures;
     audit(now, "auth.rate_limited", s.cert.device_id, s.source, "device ID locked out", out);
@@ -269,11 +278,10 @@ void ServerCore::on_hello(const Now& now, Session& s, const pb::Hello& h, Action
     return begin_close(now, s, out);
   }
   if (claimed != s.cert.device_id)
-    return auth_failure(now, s, s.cert.device_id, pb::ERROR_CODE_WRONG_DEVICE_ID,
-                        "auth.wrong_device_id",
-                        "device ID '" + claimed + "' does not match the certificate ('" +
-                            s.cert.device_id + "')",
-                        "Hello claimed '" + claimed + "'", out);
+    return auth_failure(
+        now, s, s.cert.device_id, pb::ERROR_CODE_WRONG_DEVICE_ID, "auth.wrong_device_id",
+        "device ID '" + claimed + "' does not match the certificate ('" + s.cert.device_id + "')",
+        "Hello claimed '" + claimed + "'", out);
   const auto dev = store_.get_device(claimed);
   if (!dev)
     return auth_failure(now, s, claimed, pb::ERROR_CODE_UNKNOWN_DEVICE, "auth.unknown_device",
@@ -341,7 +349,8 @@ void ServerCore::on_established_message(const Now& now, Session& s, const pb::En
       ++metrics_.echoes;
       if (env.echo().last_rtt_ms() > 0) s.rtt_ms = env.echo().last_rtt_ms();
       dirty_presence_[s.device_id].rtt_ms = s.rtt_ms;
-      send(s, make_frame([&](pb::Envelope& e) { e.mutable_echo_reply()->set_seq(env.echo().seq()); }),
+      send(s,
+           make_frame([&](pb::Envelope& e) { e.mutable_echo_reply()->set_seq(env.echo().seq()); }),
            out);
       return;
     }
@@ -422,8 +431,7 @@ bool ServerCore::disconnect(const Now& now, const std::string& device_id, Action
   if (it == online_.end()) return false;
   if (Session* s = find(it->second)) {
     send_close(*s, pb::CLOSE_REASON_ADMIN, "closed by an administrator", out);
-    audit(now, "session.close", device_id, s->source, "closed by the server (administrator)",
-          out);
+    audit(now, "session.close", device_id, s->source, "closed by the server (administrator)", out);
     begin_close(now, *s, out);
   }
   return true;

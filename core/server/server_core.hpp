@@ -35,8 +35,8 @@ struct Now {
 // so that the core can refuse with a clear error and an audit entry naming the claimed ID.
 struct ClientCert {
   bool present = false;
-  std::string device_id;   // as the certificate claims it (CN)
-  std::string group;       // OU
+  std::string device_id;  // as the certificate claims it (CN)
+  std::string group;      // OU
   std::string serial_hex;
   std::string verify_error;  // "" when the chain to the torii CA verified at handshake time
 };
@@ -68,8 +68,8 @@ struct SaveAttributes {
 };
 }  // namespace action
 
-using Action =
-    std::variant<action::Send, action::Close, action::Audit, action::Enroll, action::SaveAttributes>;
+using Action = std::variant<action::Send, action::Close, action::Audit, action::Enroll,
+                            action::SaveAttributes>;
 using Actions = std::vector<Action>;
 
 struct ServerConfig {
@@ -84,12 +84,12 @@ struct ServerConfig {
 };
 
 struct Metrics {
-  uint64_t sessions_opened = 0;       // authenticated sessions
+  uint64_t sessions_opened = 0;  // authenticated sessions
   uint64_t sessions_closed = 0;
   uint64_t tls_handshake_failures = 0;
   uint64_t auth_failures = 0;
   uint64_t lockouts = 0;
-  uint64_t rejected_locked = 0;       // connections refused because the source is locked out
+  uint64_t rejected_locked = 0;  // connections refused because the source is locked out
   uint64_t messages_in = 0;
   uint64_t messages_out = 0;
   uint64_t malformed = 0;
@@ -110,8 +110,8 @@ struct SessionInfo {
 
 class ServerCore {
  public:
-  ServerCore(ServerConfig cfg, store::Store& store) : cfg_(cfg), store_(store),
-      per_source_(cfg.per_source), per_device_(cfg.per_device) {}
+  ServerCore(ServerConfig cfg, store::Store& store)
+      : cfg_(cfg), store_(store), per_source_(cfg.per_source), per_device_(cfg.per_device) {}
 
   // Before the TLS handshake: false when the source address is locked out (D1).
   bool admit(const Now& now, const Endpoint& source);
@@ -165,16 +165,16 @@ class ServerCore {
   void send_close(Session& s, ::torii::control::v1::CloseReason reason, const std::string& detail,
                   Actions& out);
   void begin_close(const Now& now, Session& s, Actions& out);
-  void audit(const Now& now, std::string kind, const std::string& device_id,
-             const Endpoint& source, std::string detail, Actions& out);
+  void audit(const Now& now, std::string kind, const std::string& device_id, const Endpoint& source,
+             std::string detail, Actions& out);
   void auth_failure(const Now& now, Session& s, const std::string& device_id,
                     ::torii::control::v1::ErrorCode code, const std::string& kind,
                     const std::string& message, const std::string& detail, Actions& out);
   void on_hello(const Now& now, Session& s, const ::torii::control::v1::Hello& h, Actions& out);
-  void on_enroll_request(const Now& now, Session& s,
-                         const ::torii::control::v1::EnrollRequest& r, Actions& out);
-  void on_established_message(const Now& now, Session& s,
-                              const ::torii::control::v1::Envelope& env, Actions& out);
+  void on_enroll_request(const Now& now, Session& s, const ::torii::control::v1::EnrollRequest& r,
+                         Actions& out);
+  void on_established_message(const Now& now, Session& s, const ::torii::control::v1::Envelope& env,
+                              Actions& out);
   void touch(const Now& now, Session& s);
 
   ServerConfig cfg_;

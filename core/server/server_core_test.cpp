@@ -214,10 +214,9 @@ TEST_F(ServerCoreTest, DeviceCloseNotifyIsRecorded) {
   Actions out;
   SessionId sid = connect("cam1", "aa01", 0, out);
   out.clear();
-  core.on_frame(at(50), sid, body([](pb::Envelope& e) {
-                  e.mutable_close()->set_reason(pb::CLOSE_REASON_SHUTDOWN);
-                }),
-                out);
+  core.on_frame(
+      at(50), sid,
+      body([](pb::Envelope& e) { e.mutable_close()->set_reason(pb::CLOSE_REASON_SHUTDOWN); }), out);
   core.on_closed(at(60), sid, CloseKind::close_notify, out);
   auto kinds = audits(out);
   ASSERT_EQ(kinds.size(), 2u);
@@ -295,7 +294,7 @@ TEST_F(ServerCoreTest, RepeatedFailuresLockTheSourceOut) {
   EXPECT_NE(std::find(kinds.begin(), kinds.end(), "abuse.lockout"), kinds.end());
   EXPECT_FALSE(limited.admit(at(10), src));
   EXPECT_TRUE(limited.admit(at(10), *Endpoint::parse("10.0.0.6:1")));  // other sources unaffected
-  EXPECT_TRUE(limited.admit(at(60'010), src));  // lockout over
+  EXPECT_TRUE(limited.admit(at(60'010), src));                         // lockout over
   EXPECT_EQ(limited.metrics().lockouts, 1u);
 }
 
@@ -330,9 +329,8 @@ TEST_F(ServerCoreTest, EnrollmentRunsOutsideTheCoreAndAnswers) {
   // A refused enrollment is an authentication failure: error to the device, audit, close.
   out.clear();
   SessionId sid2 = core.on_open(at(10), src, ClientCert{}, out);
-  core.on_frame(at(10), sid2, body([](pb::Envelope& e) {
-                  e.mutable_enroll_request()->set_device_id("cam9");
-                }),
+  core.on_frame(at(10), sid2,
+                body([](pb::Envelope& e) { e.mutable_enroll_request()->set_device_id("cam9"); }),
                 out);
   EnrollResult bad;
   bad.code = pb::ERROR_CODE_BAD_TOKEN;

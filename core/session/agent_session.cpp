@@ -10,26 +10,40 @@ using control::make_frame;
 
 const char* to_string(AgentState s) {
   switch (s) {
-    case AgentState::idle: return "idle";
-    case AgentState::awaiting_welcome: return "authenticating";
-    case AgentState::established: return "established";
-    case AgentState::closing: return "closing";
-    case AgentState::closed: return "closed";
+    case AgentState::idle:
+      return "idle";
+    case AgentState::awaiting_welcome:
+      return "authenticating";
+    case AgentState::established:
+      return "established";
+    case AgentState::closing:
+      return "closing";
+    case AgentState::closed:
+      return "closed";
   }
   return "?";
 }
 
 const char* to_string(EndReason r) {
   switch (r) {
-    case EndReason::none: return "none";
-    case EndReason::local_close: return "closed locally";
-    case EndReason::server_close: return "closed by server";
-    case EndReason::revoked: return "revoked";
-    case EndReason::refused: return "refused by server";
-    case EndReason::rate_limited: return "rate limited";
-    case EndReason::server_dead: return "server not answering";
-    case EndReason::connection_lost: return "connection lost";
-    case EndReason::protocol_error: return "protocol error";
+    case EndReason::none:
+      return "none";
+    case EndReason::local_close:
+      return "closed locally";
+    case EndReason::server_close:
+      return "closed by server";
+    case EndReason::revoked:
+      return "revoked";
+    case EndReason::refused:
+      return "refused by server";
+    case EndReason::rate_limited:
+      return "rate limited";
+    case EndReason::server_dead:
+      return "server not answering";
+    case EndReason::connection_lost:
+      return "connection lost";
+    case EndReason::protocol_error:
+      return "protocol error";
   }
   return "?";
 }
@@ -54,8 +68,7 @@ void AgentSession::start(Instant now, AgentActions& out) {
   state_ = AgentState::awaiting_welcome;
   hello_sent_ = now;
   last_rx_ = now;
-  send(now,
-       make_frame([&](pb::Envelope& e) {
+  send(now, make_frame([&](pb::Envelope& e) {
          auto* h = e.mutable_hello();
          h->set_device_id(cfg_.device_id);
          h->mutable_versions()->set_agent(cfg_.agent_version);
@@ -77,8 +90,7 @@ void AgentSession::send_echo(Instant now, AgentActions& out) {
   ++echo_seq_;
   echo_sent_ = now;
   if (!echo_outstanding_since_) echo_outstanding_since_ = now;
-  send(now,
-       make_frame([&](pb::Envelope& e) {
+  send(now, make_frame([&](pb::Envelope& e) {
          e.mutable_echo()->set_seq(echo_seq_);
          if (rtt_ms_) e.mutable_echo()->set_last_rtt_ms(*rtt_ms_);
        }),
@@ -109,7 +121,8 @@ void AgentSession::on_frame(Instant now, std::string_view payload, AgentActions&
         missed_ = 0;
       }
       return;
-    case pb::Envelope::kAttributesAck: return;
+    case pb::Envelope::kAttributesAck:
+      return;
     case pb::Envelope::kClose: {
       const auto& c = env.close();
       const bool revoked = c.reason() == pb::CLOSE_REASON_REVOKED;
@@ -127,14 +140,14 @@ void AgentSession::on_frame(Instant now, std::string_view payload, AgentActions&
       if (er.code() == pb::ERROR_CODE_BAD_MESSAGE) r = EndReason::protocol_error;
       return end(r, er.message(), nullptr);
     }
-    default: return end(EndReason::protocol_error, "unexpected message from the server", &out);
+    default:
+      return end(EndReason::protocol_error, "unexpected message from the server", &out);
   }
 }
 
 void AgentSession::close(Instant now, AgentActions& out) {
   if (state_ == AgentState::established || state_ == AgentState::awaiting_welcome) {
-    send(now,
-         make_frame([](pb::Envelope& e) {
+    send(now, make_frame([](pb::Envelope& e) {
            e.mutable_close()->set_reason(pb::CLOSE_REASON_SHUTDOWN);
            e.mutable_close()->set_detail("agent stopping");
          }),
@@ -175,7 +188,8 @@ std::optional<Instant> AgentSession::tick(Instant now, AgentActions& out) {
       }
       return echo_outstanding_since_ ? echo_sent_ + iv : last_tx_ + iv;
     }
-    default: return std::nullopt;
+    default:
+      return std::nullopt;
   }
 }
 

@@ -37,7 +37,8 @@ struct Established {
   Duration offline_after{};
 };
 }  // namespace agent_action
-using AgentAction = std::variant<agent_action::Send, agent_action::Close, agent_action::Established>;
+using AgentAction =
+    std::variant<agent_action::Send, agent_action::Close, agent_action::Established>;
 using AgentActions = std::vector<AgentAction>;
 
 enum class AgentState { idle, awaiting_welcome, established, closing, closed };
@@ -46,14 +47,14 @@ const char* to_string(AgentState s);
 // Why the session ended, which decides whether and how to reconnect.
 enum class EndReason {
   none,
-  local_close,     // we closed (shutdown)
-  server_close,    // the server sent Close (admin, shutdown, timeout, replaced)
-  revoked,         // Close{REVOKED} or Error{REVOKED}: never reconnect
-  refused,         // Error: not authenticated, wrong ID, unknown device: reconnecting won't help
-  rate_limited,    // Error{RATE_LIMITED}: reconnect, with backoff
-  server_dead,     // missed ECHO replies / no Welcome
-  connection_lost, // EOF or error without a Close
-  protocol_error,  // malformed frame from the server
+  local_close,      // we closed (shutdown)
+  server_close,     // the server sent Close (admin, shutdown, timeout, replaced)
+  revoked,          // Close{REVOKED} or Error{REVOKED}: never reconnect
+  refused,          // Error: not authenticated, wrong ID, unknown device: reconnecting won't help
+  rate_limited,     // Error{RATE_LIMITED}: reconnect, with backoff
+  server_dead,      // missed ECHO replies / no Welcome
+  connection_lost,  // EOF or error without a Close
+  protocol_error,   // malformed frame from the server
 };
 const char* to_string(EndReason r);
 

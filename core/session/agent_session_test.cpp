@@ -36,7 +36,9 @@ bool closes(const AgentActions& out) {
   return false;
 }
 
-Instant at(int64_t ms) { return instant_from_ms(ms); }
+Instant at(int64_t ms) {
+  return instant_from_ms(ms);
+}
 
 class AgentSessionTest : public ::testing::Test {
  protected:

@@ -19,7 +19,7 @@ namespace torii::limits {
 using namespace std::chrono_literals;
 
 inline constexpr uint32_t kProtocolVersion = 1;
-inline constexpr size_t kMaxFrameBytes = 64 * 1024;      // any control message
+inline constexpr size_t kMaxFrameBytes = 64 * 1024;  // any control message
 inline constexpr size_t kMaxDeviceIdLength = 64;
 inline constexpr size_t kMaxTokenLength = 128;
 inline constexpr size_t kMaxCsrBytes = 8 * 1024;

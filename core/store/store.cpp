@@ -4,9 +4,12 @@ namespace torii::store {
 
 const char* to_string(DeviceState s) {
   switch (s) {
-    case DeviceState::pending: return "pending";
-    case DeviceState::active: return "active";
-    case DeviceState::revoked: return "revoked";
+    case DeviceState::pending:
+      return "pending";
+    case DeviceState::active:
+      return "active";
+    case DeviceState::revoked:
+      return "revoked";
   }
   return "unknown";
 }

@@ -76,12 +76,12 @@ struct Presence {
 };
 
 struct AuditEvent {
-  int64_t seq = 0;      // assigned by the store, increasing
+  int64_t seq = 0;  // assigned by the store, increasing
   UnixMs time = 0;
-  std::string kind;     // e.g. "enroll.ok", "enroll.bad_token", "session.open", "device.revoke"
+  std::string kind;  // e.g. "enroll.ok", "enroll.bad_token", "session.open", "device.revoke"
   std::string device_id;
-  std::string source;   // peer address or "admin"
-  std::string detail;   // human-readable; never a secret
+  std::string source;  // peer address or "admin"
+  std::string detail;  // human-readable; never a secret
 };
 
 class Store {
