@@ -30,6 +30,7 @@
 #include <thread>
 #include <vector>
 
+#include "core/control/frame.hpp"
 #include "core/server/enrollment.hpp"
 #include "core/server/server_core.hpp"
 #include "core/session/agent_session.hpp"
@@ -40,7 +41,6 @@
 #include "store/address_list.hpp"
 #include "store/memory_store.hpp"
 #include "store/sqlite_store.hpp"
-#include "core/control/frame.hpp"
 
 namespace torii::bench {
 
@@ -134,9 +134,9 @@ inline store::DeviceAttributes BenchAttributes::stored() {
   server::Actions out;
   const auto sid = core.on_open(now, Endpoint::v4(0x7f000001, 1), cert, out);
   auto feed = [&](const std::vector<uint8_t>& frame) {
-    core.on_frame(now, sid, std::string_view(reinterpret_cast<const char*>(frame.data()) + 4,
-                                             frame.size() - 4),
-                  out);
+    core.on_frame(
+        now, sid,
+        std::string_view(reinterpret_cast<const char*>(frame.data()) + 4, frame.size() - 4), out);
     for (auto& a : out)
       if (auto* sa = std::get_if<server::action::SaveAttributes>(&a))
         st.update_attributes(sa->device_id, sa->attributes);
@@ -285,9 +285,9 @@ inline ProvisionTimes provision(const ProvisionOptions& o) {
       sqlite3_bind_text(dev, k++, rows[i].serial.c_str(), -1, SQLITE_STATIC);
       sqlite3_bind_int64(dev, k++, rows[i].not_after);
       sqlite3_bind_blob(dev, k++, rows[i].der.data(), int(rows[i].der.size()), SQLITE_STATIC);
-      for (const std::string* s : {&attrs.nat_type, &attrs.nat_mapping, &attrs.nat_filtering,
-                                   &attrs.public_endpoint, &locals, &attrs.agent_version,
-                                   &attrs.firmware_version, &attrs.os_version})
+      for (const std::string* s :
+           {&attrs.nat_type, &attrs.nat_mapping, &attrs.nat_filtering, &attrs.public_endpoint,
+            &locals, &attrs.agent_version, &attrs.firmware_version, &attrs.os_version})
         sqlite3_bind_text(dev, k++, s->c_str(), -1, SQLITE_STATIC);
       if (sqlite3_step(dev) != SQLITE_DONE)
         throw std::runtime_error("insert " + id + ": " + sqlite3_errmsg(db));
@@ -365,13 +365,27 @@ inline Credentials load_credentials(const fs::path& dir) {
   const unsigned char* p = base;
   const unsigned char* end = base + c.der_blob.size();
   c.der_at.reserve(c.count);
+  // Split on the DER headers (SEQUENCE, definite length) instead of parsing every certificate:
+  // 100k parses take a minute with OpenSSL 3.0. Certificates are parsed when used.
   while (p < end && c.der_at.size() < c.count) {
     const unsigned char* start = p;
-    X509* x = d2i_X509(nullptr, &p, long(end - p));
-    if (!x) throw std::runtime_error("corrupt certs.der at offset " + std::to_string(start - base));
-    X509_free(x);
+    if (end - p < 2 || p[0] != 0x30)
+      throw std::runtime_error("corrupt certs.der at offset " + std::to_string(start - base));
+    size_t len = p[1], hdr = 2;
+    if (len & 0x80) {
+      const size_t nb = len & 0x7f;
+      if (nb == 0 || nb > 3 || size_t(end - p) < 2 + nb)
+        throw std::runtime_error("corrupt certs.der");
+      len = 0;
+      for (size_t k = 0; k < nb; ++k) len = (len << 8) | p[2 + k];
+      hdr = 2 + nb;
+    }
+    if (size_t(end - p) < hdr + len) throw std::runtime_error("truncated certs.der");
+    p += hdr + len;
     c.der_at.emplace_back(uint32_t(start - base), uint32_t(p - start));
   }
+  if (!c.der_at.empty() && !c.cert(0))
+    throw std::runtime_error("unreadable certificate in certs.der");
   if (c.der_at.size() != c.count)
     throw std::runtime_error("certs.der holds " + std::to_string(c.der_at.size()) +
                              " certificates, bench.json says " + std::to_string(c.count));

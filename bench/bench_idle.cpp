@@ -29,7 +29,7 @@ struct Options {
   fs::path creds;
   size_t first = 0;
   size_t count = 1000;
-  double rate = 1000;  // new connections per second
+  double rate = 1000;   // new connections per second
   size_t pending = 64;  // handshakes in flight at most
   double keepalive = 25;
   double hold = 60;
@@ -140,9 +140,8 @@ asio::awaitable<void> run_session(G& g, std::shared_ptr<Sess> x) {
       guard.cancel();
     }
     stage = "welcome";
-    x->s.emplace(BenchAttributes::agent_config(
-        g.creds.id(g.o.first + x->index),
-        Duration(int64_t(g.o.keepalive * 1000))));
+    x->s.emplace(BenchAttributes::agent_config(g.creds.id(g.o.first + x->index),
+                                               Duration(int64_t(g.o.keepalive * 1000))));
     session::AgentActions acts;
     const Instant now = mono_now();
     x->s->start(now, acts);
@@ -153,8 +152,10 @@ asio::awaitable<void> run_session(G& g, std::shared_ptr<Sess> x) {
     for (;;) {
       auto r = co_await x->tls->read_some(buf, sizeof buf);
       if (r.status != net::ReadStatus::data) {
-        if (x->closing && r.status == net::ReadStatus::close_notify) ++g.closed_clean;
-        else if (x->closing) ++g.closed_unclean;
+        if (x->closing && r.status == net::ReadStatus::close_notify)
+          ++g.closed_clean;
+        else if (x->closing)
+          ++g.closed_unclean;
         x->s->on_disconnected(mono_now(), r.status == net::ReadStatus::close_notify);
         break;
       }
@@ -168,7 +169,8 @@ asio::awaitable<void> run_session(G& g, std::shared_ptr<Sess> x) {
       }
       const bool was = x->established;
       execute(g, x, acts);
-      if (!was && x->established) x->next_tick = mono_now() + Duration(int64_t(g.o.keepalive * 1000));
+      if (!was && x->established)
+        x->next_tick = mono_now() + Duration(int64_t(g.o.keepalive * 1000));
     }
     if (!x->established) {
       failed = true;
@@ -215,9 +217,14 @@ asio::awaitable<void> ticker(G& g) {
 
 nlohmann::json progress(G& g) {
   g.rss_peak_kib = std::max(g.rss_peak_kib, vm_rss_kib());
-  return {{"t", now_s() - g.t0},      {"phase", g.phase},          {"established", g.established},
-          {"failed", g.failed},       {"pending", g.pending},      {"echoes_sent", echoes_sent(g)},
-          {"echo_replies", g.echo_replies}, {"rss_kib", vm_rss_kib()}};
+  return {{"t", now_s() - g.t0},
+          {"phase", g.phase},
+          {"established", g.established},
+          {"failed", g.failed},
+          {"pending", g.pending},
+          {"echoes_sent", echoes_sent(g)},
+          {"echo_replies", g.echo_replies},
+          {"rss_kib", vm_rss_kib()}};
 }
 
 asio::awaitable<void> sleep_for(double seconds) {
@@ -260,8 +267,11 @@ asio::awaitable<void> controller(G& g) {
   }
   const double ramp_s = now_s() - t_ramp;
   const size_t reached = g.established;
-  std::cerr << nlohmann::json{{"event", "ramp_done"}, {"established", reached},
-                              {"failed", g.failed}, {"pending", g.pending}, {"ramp_s", ramp_s}}
+  std::cerr << nlohmann::json{{"event", "ramp_done"},
+                              {"established", reached},
+                              {"failed", g.failed},
+                              {"pending", g.pending},
+                              {"ramp_s", ramp_s}}
                    .dump()
             << std::endl;
   // Hold.
@@ -330,19 +340,25 @@ int main(int argc, char** argv) {
   CLI::App app{"bench_idle — many concurrent idle device sessions with keepalive"};
   Options o;
   app.add_option("--server", o.server, "toriid control port HOST:PORT (loopback only)")->required();
-  app.add_option("--creds", o.creds, "Credentials folder from `bench_register provision`")->required();
+  app.add_option("--creds", o.creds, "Credentials folder from `bench_register provision`")
+      ->required();
   app.add_option("--first", o.first, "First device index");
-  app.add_option("--count", o.count, "Sessions (devices [first, first+count))")->check(CLI::Range(1, 1000000));
+  app.add_option("--count", o.count, "Sessions (devices [first, first+count))")
+      ->check(CLI::Range(1, 1000000));
   app.add_option("--rate", o.rate, "New connections per second")->check(CLI::Range(1.0, 100000.0));
-  app.add_option("--pending", o.pending, "Handshakes in flight at most")->check(CLI::Range(1, 10000));
+  app.add_option("--pending", o.pending, "Handshakes in flight at most")
+      ->check(CLI::Range(1, 10000));
   app.add_option("--keepalive", o.keepalive, "Keepalive interval, seconds (agent default 25)")
       ->check(CLI::Range(0.2, 600.0));
-  app.add_option("--hold", o.hold, "Seconds to hold the sessions after the ramp")->check(CLI::Range(0.0, 3600.0));
-  app.add_option("--ramp-timeout", o.ramp_timeout, "Seconds allowed for the ramp (default count/rate*2+30)");
+  app.add_option("--hold", o.hold, "Seconds to hold the sessions after the ramp")
+      ->check(CLI::Range(0.0, 3600.0));
+  app.add_option("--ramp-timeout", o.ramp_timeout,
+                 "Seconds allowed for the ramp (default count/rate*2+30)");
   app.add_option("--close-timeout", o.close_timeout, "Seconds allowed for the close phase");
   app.add_option("--close-rate", o.close_rate, "Closes per second")->check(CLI::Range(100.0, 1e6));
   app.add_option("--source-base", o.source_base, "Source addresses base+1, base+2, ... (127/8)");
-  app.add_option("--per-address", o.per_address, "Connections per source address")->check(CLI::Range(1, 25000));
+  app.add_option("--per-address", o.per_address, "Connections per source address")
+      ->check(CLI::Range(1, 25000));
   app.add_option("--report-every", o.report_every, "Seconds between progress lines on stderr");
   CLI11_PARSE(app, argc, argv);
   ::signal(SIGPIPE, SIG_IGN);
@@ -364,10 +380,11 @@ int main(int argc, char** argv) {
     sig.async_wait([&](boost::system::error_code e, int) {
       if (!e) g.stop = true;
     });
-    const double ramp_limit = o.ramp_timeout > 0 ? o.ramp_timeout : double(o.count) / o.rate * 2 + 30;
+    const double ramp_limit =
+        o.ramp_timeout > 0 ? o.ramp_timeout : double(o.count) / o.rate * 2 + 30;
     // Hard bound on the whole run.
-    asio::steady_timer hard(io, std::chrono::milliseconds(int64_t(
-                                    (ramp_limit + o.hold + o.close_timeout + 15) * 1000)));
+    asio::steady_timer hard(io, std::chrono::milliseconds(
+                                    int64_t((ramp_limit + o.hold + o.close_timeout + 15) * 1000)));
     bool cut = false;
     hard.async_wait([&](boost::system::error_code e) {
       if (!e) {

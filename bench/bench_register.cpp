@@ -186,7 +186,6 @@ asio::awaitable<void> worker(Shared& g, size_t w, WorkerStats& st) {
   }
 }
 
-
 // ---------------------------------------------------------------------------------------------
 // In-process anchors, single thread: what OpenSSL alone allows on this machine with torii's real
 // TLS contexts (no sockets, no server logic), to tell torii's cost from the library's.
@@ -195,6 +194,10 @@ struct AnchorResult {
   double handshakes_per_s = 0;  // full mutual TLS 1.3 handshake, client + server, memory BIOs
   double cert_parse_per_s = 0;  // d2i_X509 of a device certificate
   double ssl_new_free_per_s = 0;
+  // Experiment, not the product's configuration: the same handshake resumed from a TLS 1.3
+  // ticket (psk_dhe_ke: X25519 but no certificates or signatures on the wire).
+  double resumed_handshakes_per_s = 0;
+  double resumed_fraction = 0;  // of those handshakes, how many the server actually resumed
 };
 
 // Runs fn repeatedly for `seconds`; returns calls per second.
@@ -210,10 +213,14 @@ double rate(double seconds, F&& fn) {
   return double(n) / (t - t0);
 }
 
-bool memory_handshake(SSL_CTX* sctx, SSL_CTX* cctx, X509* cert) {
+// One handshake over a memory BIO pair. With `resume`, offers that session; with `ticket`,
+// reads the server's NewSessionTicket afterwards and returns the session there.
+bool memory_handshake(SSL_CTX* sctx, SSL_CTX* cctx, X509* cert, SSL_SESSION* resume = nullptr,
+                      SSL_SESSION** ticket = nullptr) {
   SSL* c = SSL_new(cctx);
   SSL* s = SSL_new(sctx);
   Credentials::use_device(c, cert);
+  if (resume) SSL_set_session(c, resume);
   BIO *cb = nullptr, *sb = nullptr;
   BIO_new_bio_pair(&cb, 0, &sb, 0);
   SSL_set_bio(c, cb, cb);
@@ -224,17 +231,38 @@ bool memory_handshake(SSL_CTX* sctx, SSL_CTX* cctx, X509* cert) {
   for (int i = 0; i < 20 && !(cdone && sdone); ++i) {
     if (!cdone) {
       const int r = SSL_do_handshake(c);
-      if (r == 1) cdone = true;
-      else if (SSL_get_error(c, r) != SSL_ERROR_WANT_READ) { ok = false; break; }
+      if (r == 1)
+        cdone = true;
+      else if (SSL_get_error(c, r) != SSL_ERROR_WANT_READ) {
+        ok = false;
+        break;
+      }
     }
     if (!sdone) {
       const int r = SSL_do_handshake(s);
-      if (r == 1) sdone = true;
-      else if (SSL_get_error(s, r) != SSL_ERROR_WANT_READ) { ok = false; break; }
+      if (r == 1)
+        sdone = true;
+      else if (SSL_get_error(s, r) != SSL_ERROR_WANT_READ) {
+        ok = false;
+        break;
+      }
     }
   }
   ok = ok && cdone && sdone && SSL_get_verify_result(s) == X509_V_OK &&
        SSL_get0_peer_certificate(s) != nullptr;
+  if (resume) ok = ok && SSL_session_reused(c) == 1;
+  if (ok && ticket) {
+    // The ticket arrives after the handshake: one server write and one client read move it.
+    uint8_t b[8];
+    size_t k = 0;
+    SSL_write_ex(s, "x", 1, &k);
+    ok = SSL_read_ex(c, b, sizeof b, &k) == 1;
+    *ticket = ok ? SSL_get1_session(c) : nullptr;
+    ok = ok && *ticket;
+  }
+  // As after a clean close: an SSL freed mid-connection marks its session not resumable.
+  SSL_set_shutdown(c, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+  SSL_set_shutdown(s, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
   SSL_free(c);
   SSL_free(s);
   ERR_clear_error();
@@ -255,6 +283,41 @@ AnchorResult measure_anchors(const fs::path& data_dir, const Credentials& creds,
     auto x = pki::cert_from_der(reinterpret_cast<const uint8_t*>(creds.der_blob.data()) + off, len);
   });
   r.ssl_new_free_per_s = rate(seconds / 3, [&] { SSL_free(SSL_new(sctx.get())); });
+  {
+    // Resumption experiment: contexts that issue and accept TLS 1.3 tickets.
+    auto rs = net::make_server_context(ca);
+    SSL_CTX_set_num_tickets(rs.get(), 1);
+    static const unsigned char kSidCtx[] = "torii-bench";  // required to resume with client auth
+    SSL_CTX_set_session_id_context(rs.get(), kSidCtx, sizeof kSidCtx - 1);
+    auto rc = creds.client_context();
+    SSL_CTX_set_session_cache_mode(rc.get(), SSL_SESS_CACHE_CLIENT);
+    SSL_SESSION* t = nullptr;
+    const bool first = memory_handshake(rs.get(), rc.get(), cert.get(), nullptr, &t);
+    SSL_SESSION* t2 = nullptr;
+    const bool again = first && memory_handshake(rs.get(), rc.get(), cert.get(), t, &t2);
+    if (t2) {
+      SSL_SESSION_free(t);
+      t = t2;
+    }
+    if (!again)
+      std::fprintf(stderr, "resumption experiment failed (%s)\n", first ? "resume" : "ticket");
+    else {
+      uint64_t tried = 0, resumed = 0;
+      const double per_s = rate(seconds / 3, [&] {
+        // Tickets are single-use for the client (RFC 8446 C.4): resume with the newest one.
+        ++tried;
+        SSL_SESSION* next = nullptr;
+        resumed += memory_handshake(rs.get(), rc.get(), cert.get(), t, &next) ? 1 : 0;
+        if (next) {
+          SSL_SESSION_free(t);
+          t = next;
+        }
+      });
+      r.resumed_handshakes_per_s = per_s;
+      r.resumed_fraction = tried ? double(resumed) / double(tried) : 0;
+    }
+    SSL_SESSION_free(t);
+  }
   return r;
 }
 
@@ -336,7 +399,8 @@ int run_load(const LoadOptions& o) {
       {"regs_per_s", double(all.ok) / elapsed},
       {"p50_ms", percentile(all.total_ms, 50)},
       {"p99_ms", percentile(all.total_ms, 99)},
-      {"max_ms", all.total_ms.empty() ? 0.0 : *std::max_element(all.total_ms.begin(), all.total_ms.end())},
+      {"max_ms",
+       all.total_ms.empty() ? 0.0 : *std::max_element(all.total_ms.begin(), all.total_ms.end())},
       {"ack_p50_ms", percentile(all.ack_ms, 50)},
       {"ack_p99_ms", percentile(all.ack_ms, 99)},
       {"client_cpu_s", cpu},
@@ -367,13 +431,19 @@ int main(int argc, char** argv) {
   LoadOptions o;
   app.add_option("--server", o.server, "toriid control port HOST:PORT (loopback only)");
   app.add_option("-d,--data-dir", o.data_dir, "toriid data directory (credentials in <dir>/bench)");
-  app.add_option("--creds", o.creds, "Credentials folder written by `provision` (default <data-dir>/bench)");
+  app.add_option("--creds", o.creds,
+                 "Credentials folder written by `provision` (default <data-dir>/bench)");
   app.add_option("--devices", o.devices, "Use devices [0, N) (default: all provisioned)");
-  app.add_option("-c,--concurrency", o.concurrency, "Concurrent registrations")->check(CLI::Range(1, 10000));
-  app.add_option("--duration", o.duration, "Seconds to run (default 15)")->check(CLI::Range(0.0, 3600.0));
-  app.add_option("--count", o.count, "Stop after K registrations (bounded by --duration if given, else 600 s)");
-  app.add_option("--threads", o.threads, "Threads running the io_context (1 or 2)")->check(CLI::Range(1, 2));
-  app.add_option("--source-base", o.source_base, "Source addresses are base+1 .. base+sources (127/8)");
+  app.add_option("-c,--concurrency", o.concurrency, "Concurrent registrations")
+      ->check(CLI::Range(1, 10000));
+  app.add_option("--duration", o.duration, "Seconds to run (default 15)")
+      ->check(CLI::Range(0.0, 3600.0));
+  app.add_option("--count", o.count,
+                 "Stop after K registrations (bounded by --duration if given, else 600 s)");
+  app.add_option("--threads", o.threads, "Threads running the io_context (1 or 2)")
+      ->check(CLI::Range(1, 2));
+  app.add_option("--source-base", o.source_base,
+                 "Source addresses are base+1 .. base+sources (127/8)");
   app.add_option("--sources", o.sources, "Number of source addresses to rotate over");
   app.add_option("--timeout", o.timeout, "Seconds allowed per registration");
   app.add_flag("--vary-attributes", o.vary_attributes,
@@ -381,7 +451,8 @@ int main(int argc, char** argv) {
   app.add_flag("--json", o.json, "One JSON line on stdout");
 
   ProvisionOptions p;
-  auto* prov = app.add_subcommand("provision", "Create N enrolled bench devices in a stopped toriid's data dir");
+  auto* prov = app.add_subcommand("provision",
+                                  "Create N enrolled bench devices in a stopped toriid's data dir");
   prov->add_option("-d,--data-dir", p.data_dir, "toriid data directory")->required();
   prov->add_option("--devices", p.devices, "How many devices")->required();
   prov->add_option("--group", p.group, "Group (created if missing)");
@@ -396,9 +467,11 @@ int main(int argc, char** argv) {
   bool anchor_json = false;
   fs::path anchor_dir, anchor_creds;
   auto* anc = app.add_subcommand(
-      "anchor", "Single-thread in-process rates: full mutual TLS 1.3 handshake (memory BIOs), "
-                "certificate parse, SSL_new");
-  anc->add_option("-d,--data-dir", anchor_dir, "toriid data directory (CA, server key)")->required();
+      "anchor",
+      "Single-thread in-process rates: full mutual TLS 1.3 handshake (memory BIOs), "
+      "certificate parse, SSL_new");
+  anc->add_option("-d,--data-dir", anchor_dir, "toriid data directory (CA, server key)")
+      ->required();
   anc->add_option("--creds", anchor_creds, "Credentials folder (default <data-dir>/bench)");
   anc->add_option("--seconds", anchor_seconds, "Seconds for the handshake loop");
   anc->add_flag("--json", anchor_json, "One JSON line on stdout");
@@ -408,14 +481,15 @@ int main(int argc, char** argv) {
   try {
     if (*prov) {
       auto t = provision(p);
-      nlohmann::json j{{"devices", p.devices}, {"method", p.method}, {"issue_s", t.issue_s},
-                       {"db_s", t.db_s}, {"files_s", t.files_s}, {"total_s", t.total_s}};
+      nlohmann::json j{{"devices", p.devices}, {"method", p.method},   {"issue_s", t.issue_s},
+                       {"db_s", t.db_s},       {"files_s", t.files_s}, {"total_s", t.total_s}};
       if (prov_json)
         std::cout << j.dump() << "\n";
       else
-        std::printf("provisioned %zu devices (%s): certificates %.2f s, database %.2f s, files "
-                    "%.2f s, total %.2f s\n",
-                    p.devices, p.method.c_str(), t.issue_s, t.db_s, t.files_s, t.total_s);
+        std::printf(
+            "provisioned %zu devices (%s): certificates %.2f s, database %.2f s, files "
+            "%.2f s, total %.2f s\n",
+            p.devices, p.method.c_str(), t.issue_s, t.db_s, t.files_s, t.total_s);
       return 0;
     }
     if (*anc) {
@@ -424,14 +498,18 @@ int main(int argc, char** argv) {
       nlohmann::json j{{"tls13_mutual_handshakes_per_s_1core", r.handshakes_per_s},
                        {"cert_parse_per_s_1core", r.cert_parse_per_s},
                        {"ssl_new_free_per_s_1core", r.ssl_new_free_per_s},
+                       {"experiment_resumed_handshakes_per_s_1core", r.resumed_handshakes_per_s},
+                       {"experiment_resumed_fraction", r.resumed_fraction},
                        {"openssl", OpenSSL_version(OPENSSL_VERSION)}};
       if (anchor_json)
         std::cout << j.dump() << "\n";
       else
-        std::printf("one core, in process: %.0f full mutual TLS 1.3 handshakes/s (both sides), "
-                    "%.0f certificate parses/s, %.0f SSL_new+SSL_free/s (%s)\n",
-                    r.handshakes_per_s, r.cert_parse_per_s, r.ssl_new_free_per_s,
-                    OpenSSL_version(OPENSSL_VERSION));
+        std::printf(
+            "one core, in process: %.0f full mutual TLS 1.3 handshakes/s (both sides), "
+            "%.0f certificate parses/s, %.0f SSL_new+SSL_free/s; experiment: %.0f "
+            "handshakes/s offering a ticket, %.0f %% resumed (%s)\n",
+            r.handshakes_per_s, r.cert_parse_per_s, r.ssl_new_free_per_s,
+            r.resumed_handshakes_per_s, 100 * r.resumed_fraction, OpenSSL_version(OPENSSL_VERSION));
       return 0;
     }
     if (o.server.empty() || (o.data_dir.empty() && o.creds.empty())) {

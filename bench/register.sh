@@ -5,7 +5,10 @@
 # bench_register at each concurrency and prints figure, ceilings and ratios. Loopback only.
 #
 #   bench/register.sh [-d SECONDS] [-c "8 32 64"] [-n DEVICES] [-t SERVER_THREADS] [-l LOG_LEVEL]
-#                     [-j CLIENT_THREADS] [-o RESULTS.json] [-k]   (-k: keep the temp dir)
+#                     [-j CLIENT_THREADS] [-o RESULTS.json] [-k] [-P]
+#   -k: keep the temp dir; -P: during the first concurrency level, profile toriid and the client
+#   with `perf record --call-graph dwarf` and print where the CPU time goes
+#   (bench/perf_breakdown.py). -x FLAGS: extra bench_register flags (e.g. --vary-attributes).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -21,7 +24,8 @@ LOG_LEVEL=info
 OUT=""
 KEEP=0
 EXTRA=""
-while getopts "d:c:n:t:l:j:o:kx:" opt; do
+PROFILE=0
+while getopts "d:c:n:t:l:j:o:kx:P" opt; do
   case $opt in
     d) DURATION=$OPTARG ;;
     c) CONC=$OPTARG ;;
@@ -32,7 +36,8 @@ while getopts "d:c:n:t:l:j:o:kx:" opt; do
     o) OUT=$OPTARG ;;
     k) KEEP=1 ;;
     x) EXTRA=$OPTARG ;;  # extra bench_register flags, e.g. --vary-attributes
-    *) sed -n 2,8p "$0"; exit 2 ;;
+    P) PROFILE=1 ;;
+    *) sed -n 2,11p "$0"; exit 2 ;;
   esac
 done
 for b in "$TORIID" "$BR"; do
@@ -93,6 +98,24 @@ A1=$(anchors); echo "$A1"
 
 TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$TORIID_PID/stat"; }
+if [[ $PROFILE == 1 ]] && command -v perf >/dev/null; then
+  c=${CONC%% *}
+  echo "== profiling run (not in the results): concurrency $c, 12 s; toriid sampled for 6 s"
+  ( sleep 3; exec perf record -q --call-graph dwarf,32768 -F 499 -p "$TORIID_PID" \
+      -o "$WORK/perf.server" -- sleep 6 ) >/dev/null 2>&1 &
+  PERF_PID=$!
+  # shellcheck disable=SC2086
+  perf record -q --call-graph dwarf,32768 -F 499 -o "$WORK/perf.client" -- \
+    $BR --server "127.0.0.1:$PORT" --data-dir "$DATA" --concurrency "$c" --duration 12 \
+    --threads "$CLIENT_THREADS" $EXTRA >/dev/null 2>&1 || true
+  wait "$PERF_PID" || true
+  for side in server client; do
+    perf script -i "$WORK/perf.$side" -F comm,tid,ip,sym 2>/dev/null >"$WORK/perf.$side.txt" || true
+    python3 "$ROOT/bench/perf_breakdown.py" "$WORK/perf.$side.txt" "$side CPU at concurrency $c"
+    rm -f "$WORK/perf.$side" "$WORK/perf.$side.txt"
+  done
+fi
+
 RESULTS=()
 for c in $CONC; do
   t0=$(cpu_ticks)
@@ -129,6 +152,10 @@ print(f"anchors (mean of before/after): ECDSA P-256 sign {sign:.0f}/s verify {ve
       f"certificate parse {avg('cert_parse_per_s_1core'):.0f}/s (one core)")
 print(f"ceilings on {cores} cores: signature-only {ceil_sig:.0f} regs/s, signatures+X25519 "
       f"{ceil_full:.0f} regs/s, OpenSSL in-process handshake {ceil_tls:.0f} regs/s")
+if "experiment_resumed_handshakes_per_s_1core" in a1:
+    print(f"experiment (not the product's configuration): TLS 1.3 ticket resumption in process "
+          f"{avg('experiment_resumed_handshakes_per_s_1core'):.0f}/s on one core = "
+          f"{avg('experiment_resumed_handshakes_per_s_1core') / hs:.2f} x the full handshake")
 print()
 print("| concurrency | regs/s | p50 ms | p99 ms | failures | server CPU us/reg | client CPU us/reg "
       "| vs signature-only | vs sig+X25519 | vs in-process TLS |")
