@@ -65,6 +65,10 @@ SslCtxPtr make_client_context(const X509* ca, const X509* cert, EVP_PKEY* key) {
     if (SSL_CTX_use_certificate(ctx.get(), const_cast<X509*>(cert)) != 1 ||
         SSL_CTX_use_PrivateKey(ctx.get(), key) != 1 || SSL_CTX_check_private_key(ctx.get()) != 1)
       throw TlsError("device certificate/key: " + openssl_errors());
+    // Send the device certificate alone. By default OpenSSL builds a chain from the trust store
+    // on every handshake (an X509_verify_cert on the device) and sends the CA along, which the
+    // server then parses for nothing: it verifies against its own copy of the CA.
+    SSL_CTX_set_mode(ctx.get(), SSL_MODE_NO_AUTO_CHAIN);
   }
   if (ca) {
     X509_STORE_add_cert(SSL_CTX_get_cert_store(ctx.get()), const_cast<X509*>(ca));
