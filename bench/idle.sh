@@ -203,7 +203,7 @@ if full:
     print(f"bytes per idle session (VmRSS delta / sessions): {res['bytes_per_session_ramp_end']:.0f} at ramp end, "
           f"{res['bytes_per_session_hold_end']:.0f} after the hold (target <= 8192); "
           f"RssAnon delta {res['anon_bytes_per_session_hold_end']:.0f}")
-    print(f"kernel TCP buffer memory (not in RSS, /proc/net/sockstat, both ends): "
+    print(f"kernel TCP buffer memory (not in RSS; /proc/net/sockstat of the whole machine, both ends): "
           f"{res['kernel_tcp_bytes_per_session']:.0f} bytes per session; kernel slab (sockets, files, "
           f"epoll items; whole machine, so approximate) {res['kernel_slab_bytes_per_connection_end']:.0f} "
           f"bytes per connection end")
