@@ -305,6 +305,9 @@ TEST_F(AdminApiTest, ListAndShowDevices) {
       {"cert_not_after", "2024-11-13T22:13:21.000Z"},
       {"connected_since", "2023-11-14T22:13:22.000Z"},
       {"session_source", "203.0.113.7:40001"},
+      {"overlay_ipv4", ""},
+      {"overlay_ipv6", ""},
+      {"tunnels", nlohmann::json::array()},
   };
   EXPECT_EQ(parse(r), expected);
 

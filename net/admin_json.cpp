@@ -86,6 +86,11 @@ nlohmann::json device_view_to_json(const DeviceView& v) {
   j["cert_not_after"] = time_or_null(d.cert_not_after);
   j["connected_since"] = time_or_null(v.connected_since);
   j["session_source"] = v.session_source;
+  j["overlay_ipv4"] = v.overlay_ipv4;
+  j["overlay_ipv6"] = v.overlay_ipv6;
+  j["tunnels"] = nlohmann::json::array();
+  for (const auto& [id, peer, method] : v.tunnels)
+    j["tunnels"].push_back({{"tunnel_id", id}, {"peer", peer}, {"method", method}});
   return j;
 }
 

@@ -29,7 +29,7 @@ TEST(AdminJson, DeviceWithNothingKnownHasNullsNotZeros) {
   }
   EXPECT_EQ(j["session_source"], "");
   EXPECT_EQ(j["online"], false);
-  EXPECT_EQ(j.size(), 22u);
+  EXPECT_EQ(j.size(), 25u);  // + overlay_ipv4, overlay_ipv6, tunnels
 }
 
 TEST(AdminJson, GroupAuditAndNewDevice) {

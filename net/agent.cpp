@@ -19,6 +19,8 @@
 #include "net/tls.hpp"
 #include "pki/key_store.hpp"
 #include "pki/pki.hpp"
+#include "core/dtls/link.hpp"
+#include <sys/stat.h>
 
 namespace torii::net {
 
@@ -209,6 +211,7 @@ class SessionRunner {
  public:
   SessionRunner(const RunOptions& o, AgentIdentity id, SSL_CTX* ctx, asio::io_context& io)
       : o_(o), id_(std::move(id)), ctx_(ctx), io_(io), backoff_(std::random_device{}()) {
+    tunnel_ = nullptr;
     status_ = {{"device_id", id_.device_id}, {"group", id_.group},  {"server", id_.server},
                {"pid", int(::getpid())},     {"state", "starting"}, {"reconnects", 0}};
   }
@@ -265,6 +268,35 @@ class SessionRunner {
   }
 
   int exit_code() const { return exit_code_; }
+  void set_tunnel(TunnelHost* t) { tunnel_ = t; }
+
+  // A tunnel-layer frame for the server (peer request, confirmation, close, relay data).
+  bool send_tunnel_frame(std::vector<uint8_t> frame) {
+    if (!session_ || !tls_) return false;
+    session::AgentActions out;
+    if (!session_->send_tunnel_frame(mono_now(), std::move(frame), out)) return false;
+    execute(out);
+    return true;
+  }
+
+  // One command line from the local control socket; returns the answer line.
+  std::string command(const std::string& line) {
+    auto sp = line.find(' ');
+    const std::string verb = line.substr(0, sp);
+    const std::string arg = sp == std::string::npos ? "" : line.substr(sp + 1);
+    if (verb == "status") {
+      publish(true);
+      return "ok " + status_.dump();
+    }
+    if (!tunnel_) return "error: tunnels are disabled";
+    if (verb == "connect" || verb == "disconnect") {
+      if (arg.empty()) return "error: name the peer device ID";
+      const std::string err = verb == "connect" ? tunnel_->connect(arg) : tunnel_->disconnect(arg);
+      publish(true);
+      return err.empty() ? "ok" : "error: " + err;
+    }
+    return "error: unknown command '" + verb + "' (connect, disconnect, status)";
+  }
 
  private:
   asio::awaitable<void> one_session() {
@@ -312,6 +344,7 @@ class SessionRunner {
       publish();
     }
     ticking = false;
+    if (tunnel_) tunnel_->on_session_down();
     session_->on_disconnected(mono_now(), clean);
     if (tick_timer_) tick_timer_->cancel();
     tls->close();
@@ -354,6 +387,9 @@ class SessionRunner {
         status_["established_at"] = iso_now();
         if (o_.discover_nat && e->stun_port)
           asio::co_spawn(io_, nat_then_attributes(tls_, e->stun_port), asio::detached);
+        if (tunnel_) tunnel_->on_established(e->welcome, server_addr_, e->stun_port);
+      } else if (auto* t = std::get_if<session::agent_action::Tunnel>(&a)) {
+        if (tunnel_) tunnel_->on_control(t->envelope);
       }
     }
   }
@@ -423,6 +459,16 @@ class SessionRunner {
       status_["echoes_sent"] = session_->echoes_sent();
     }
     status_["last_error"] = last_error_;
+    if (tunnel_) {
+      auto t = tunnel_->status();
+      status_["overlay_ipv4"] = t["overlay_ipv4"];
+      status_["overlay_ipv6"] = t["overlay_ipv6"];
+      status_["interface"] = t["interface"];
+      status_["tunnel_port"] = t["tunnel_port"];
+      status_["tunnel_public_endpoint"] = t["public_endpoint"];
+      status_["peers"] = t["peers"];
+      status_["tunnel_dropped"] = t["dropped"];
+    }
     status_["keepalive_ms"] = o_.keepalive.count();
     const std::string text = status_.dump();
     if (!force && text == last_published_) return;
@@ -454,7 +500,27 @@ class SessionRunner {
   std::string last_published_;
   std::string last_error_;
   int exit_code_ = kExitStopped;
+  TunnelHost* tunnel_ = nullptr;
 };
+
+// The local control socket (agent.sock): one command line per connection, one answer line.
+asio::awaitable<void> control_socket_loop(asio::local::stream_protocol::acceptor& acc,
+                                          SessionRunner& runner) {
+  for (;;) {
+    boost::system::error_code ec;
+    auto s = co_await acc.async_accept(asio::redirect_error(asio::use_awaitable, ec));
+    if (ec == asio::error::operation_aborted) co_return;
+    if (ec) continue;
+    std::string line;
+    co_await asio::async_read_until(s, asio::dynamic_buffer(line, 1024), '\n',
+                                    asio::redirect_error(asio::use_awaitable, ec));
+    if (ec) continue;
+    line.resize(line.find('\n'));
+    const std::string answer = runner.command(line) + "\n";
+    co_await asio::async_write(s, asio::buffer(answer),
+                               asio::redirect_error(asio::use_awaitable, ec));
+  }
+}
 
 }  // namespace
 
@@ -471,13 +537,45 @@ int run_agent(const RunOptions& o) {
   auto ca = pki::cert_from_pem(read_pem(o.paths.ca()));
   if (!cert || !ca) throw std::runtime_error("unreadable certificate in " + o.paths.dir.string());
   auto ctx = make_client_context(ca.get(), cert.get(), key.get());
-  key.reset();  // the SSL_CTX holds its own reference
+  // A7/A8: the same credential authenticates the device to its peers over DTLS.
+  auto dtls_ctx = dtls::Context::create(ca.get(), cert.get(), key.get());
+  key.reset();  // the SSL_CTXs hold their own references
 
   asio::io_context io(1);
   SessionRunner runner(o, id, ctx.get(), io);
+  std::optional<TunnelHost> tunnel;
+  if (o.tunnel.enabled) {
+    p2p::PeerConfig pc;
+    pc.device_id = id.device_id;
+    pc.group = id.group;
+    pc.dtls = dtls_ctx;
+    pc.identity = [](X509* c) -> std::optional<p2p::PeerIdentity> {
+      auto i = c ? pki::device_identity(c) : std::nullopt;
+      if (!i) return std::nullopt;
+      return p2p::PeerIdentity{i->device_id, i->group, i->serial_hex};
+    };
+    tunnel.emplace(io, o.tunnel, std::move(pc),
+                   [&runner](std::vector<uint8_t> f) { return runner.send_tunnel_frame(std::move(f)); });
+    runner.set_tunnel(&*tunnel);
+  }
+  // Local control socket for connect/disconnect (owner-only; never a network port).
+  const std::string sock_path = o.paths.socket().string();
+  ::unlink(sock_path.c_str());
+  asio::local::stream_protocol::acceptor acceptor(io);
+  {
+    const mode_t old = ::umask(0177);
+    acceptor.open();
+    acceptor.bind(asio::local::stream_protocol::endpoint(sock_path));
+    acceptor.listen();
+    ::umask(old);
+  }
+  asio::co_spawn(io, control_socket_loop(acceptor, runner), asio::detached);
   asio::signal_set signals(io, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code e, int) {
-    if (!e) runner.stop();
+    if (!e) {
+      if (tunnel) tunnel->stop();
+      runner.stop();
+    }
   });
   asio::co_spawn(io, runner.loop(), [&](std::exception_ptr e) {
     if (e) {
@@ -488,10 +586,30 @@ int run_agent(const RunOptions& o) {
       }
     }
     signals.cancel();
-    io.stop();
+    boost::system::error_code ec;
+    acceptor.close(ec);
+    if (tunnel) tunnel->stop();
+    // Let the last frames (PeerClose, Close) and DTLS alerts go out.
+    asio::post(io, [&io] { io.stop(); });
   });
   io.run();
+  ::unlink(sock_path.c_str());
   return runner.exit_code();
+}
+
+std::string agent_command(const AgentPaths& paths, const std::string& command) {
+  asio::io_context io;
+  asio::local::stream_protocol::socket s(io);
+  boost::system::error_code ec;
+  s.connect(asio::local::stream_protocol::endpoint(paths.socket().string()), ec);
+  if (ec)
+    throw std::runtime_error("the agent is not running in " + paths.dir.string() + " (" +
+                             paths.socket().string() + ": " + ec.message() + ")");
+  asio::write(s, asio::buffer(command + "\n"));
+  std::string line;
+  asio::read_until(s, asio::dynamic_buffer(line, 1 << 20), '\n', ec);
+  if (ec && line.empty()) throw std::runtime_error("no answer from the agent: " + ec.message());
+  return line.substr(0, line.find('\n'));
 }
 
 }  // namespace torii::net

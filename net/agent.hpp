@@ -8,6 +8,7 @@
 
 #include "core/session/limits.hpp"
 #include "net/agent_files.hpp"
+#include "net/tunnel_host.hpp"
 
 namespace torii::net {
 
@@ -28,7 +29,13 @@ struct RunOptions {
   Duration keepalive = limits::kDefaultKeepaliveInterval;
   std::string firmware_version = "unknown";
   bool discover_nat = true;
+  TunnelOptions tunnel;  // A6-A11 peer-to-peer tunnels
 };
+
+// `torii-agent connect/disconnect/status` talk to the running agent over a Unix socket in the
+// state directory (0600, owner only; the agent listens on nothing reachable from the network).
+// Returns the agent's one-line answer ("ok ..." or "error: ..."); throws if it is not running.
+std::string agent_command(const AgentPaths& paths, const std::string& command);
 
 // Exit codes of run(): 0 stopped by signal, 3 revoked, 4 refused by the server (fix needed).
 enum AgentExit { kExitStopped = 0, kExitRevoked = 3, kExitRefused = 4 };

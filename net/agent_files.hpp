@@ -24,6 +24,7 @@ struct AgentPaths {
   std::filesystem::path ca() const { return dir / "ca.crt"; }
   std::filesystem::path identity() const { return dir / "agent.json"; }
   std::filesystem::path status() const { return dir / "status.json"; }
+  std::filesystem::path socket() const { return dir / "agent.sock"; }
 };
 
 void save_identity(const AgentPaths& p, const AgentIdentity& id);

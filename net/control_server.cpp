@@ -1,6 +1,8 @@
 // Control-plane adapter (see control_server.hpp).
 #include "net/control_server.hpp"
 
+#include "net/relay_server.hpp"
+
 #include <spdlog/spdlog.h>
 
 #include <chrono>
@@ -263,6 +265,12 @@ void ControlServer::run_enrollment(std::shared_ptr<Conn> c, server::action::Enro
   execute(out);
 }
 
+std::vector<std::tuple<uint64_t, std::string, p2p::Method>> ControlServer::tunnels_of(
+    const std::string& id) {
+  std::lock_guard lk(core_mu_);
+  return core_.tunnels_of(id);
+}
+
 void ControlServer::execute(Actions& actions) {
   for (auto& a : actions) {
     std::visit(
@@ -285,6 +293,10 @@ void ControlServer::execute(Actions& actions) {
               asio::post(c->strand, [this, c, e = std::move(act)]() mutable {
                 run_enrollment(c, std::move(e));
               });
+          } else if constexpr (std::is_same_v<T, server::action::RelayOpen>) {
+            if (relay_) relay_->open(act.tunnel_id, act.key);
+          } else if constexpr (std::is_same_v<T, server::action::RelayClose>) {
+            if (relay_) relay_->close(act.tunnel_id);
           } else if constexpr (std::is_same_v<T, server::action::SaveAttributes>) {
             try {
               store_.update_attributes(act.device_id, act.attributes);

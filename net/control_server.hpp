@@ -33,6 +33,10 @@ class ControlServer {
   Endpoint local_endpoint() const;
 
   void revoke(const std::string& device_id);
+  // The UDP relay that RelayOpen/RelayClose actions drive (A6); may stay unset.
+  void set_relay(class RelayServer* relay) { relay_ = relay; }
+  const server::OverlayPlan& overlay() const { return core_.config().overlay; }
+  std::vector<std::tuple<uint64_t, std::string, p2p::Method>> tunnels_of(const std::string& id);
   bool disconnect(const std::string& device_id);
   std::optional<server::SessionInfo> session_of(const std::string& device_id);
   server::Metrics metrics();
@@ -61,6 +65,7 @@ class ControlServer {
   ControlServerOptions opts_;
   SslCtxPtr ctx_;
   tcp::acceptor acceptor_;
+  class RelayServer* relay_ = nullptr;
   std::mutex core_mu_;
   server::ServerCore core_;
   std::mutex conns_mu_;

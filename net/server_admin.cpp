@@ -99,6 +99,11 @@ DeviceView ServerAdmin::view(store::Device d) {
     d.last_seen = s->last_seen;
     if (s->rtt_ms) d.rtt_ms = s->rtt_ms;
   }
+  const auto& plan = control_.overlay();
+  if (auto a = plan.ipv4_of(d.overlay_index)) v.overlay_ipv4 = a->address_string();
+  if (auto a = plan.ipv6_of(d.overlay_index)) v.overlay_ipv6 = a->address_string();
+  for (const auto& [id, peer, method] : control_.tunnels_of(d.id))
+    v.tunnels.emplace_back(id, peer, p2p::to_string(method));
   v.device = std::move(d);
   return v;
 }

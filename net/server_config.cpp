@@ -1,6 +1,8 @@
 // toriid settings from TOML (toml++) and validation (see server_config.hpp).
 #include "net/server_config.hpp"
 
+#include "core/server/overlay.hpp"
+
 #include <toml++/toml.h>
 
 #include <sstream>
@@ -44,6 +46,12 @@ void apply_toml(std::string_view text, ServerSettings& s) {
       s.stun = get<std::string>(v, key);
     else if (key == "stun_alt")
       s.stun_alt = get<std::string>(v, key);
+    else if (key == "relay")
+      s.relay = get<std::string>(v, key);
+    else if (key == "overlay_ipv4")
+      s.overlay_ipv4 = get<std::string>(v, key);
+    else if (key == "overlay_ipv6")
+      s.overlay_ipv6 = get<std::string>(v, key);
     else if (key == "api")
       s.api = get<std::string>(v, key);
     else if (key == "advertise")
@@ -90,6 +98,12 @@ void validate(const ServerSettings& s) {
     auto a = parse_listen("--stun-alt", s.stun_alt);
     auto p = parse_listen("--stun", s.stun);
     if (a == p) throw ConfigError("--stun-alt must differ from --stun");
+  }
+  if (s.relay != "off") parse_listen("--relay", s.relay);
+  {
+    server::OverlayPlan plan;
+    if (auto e = plan.set_ipv4(s.overlay_ipv4); !e.empty()) throw ConfigError("--overlay-ipv4: " + e);
+    if (auto e = plan.set_ipv6(s.overlay_ipv6); !e.empty()) throw ConfigError("--overlay-ipv6: " + e);
   }
   if (s.api.rfind("unix:", 0) != 0) {
     auto api = parse_listen("--api", s.api);

@@ -22,6 +22,9 @@ struct ServerSettings {
   std::string listen = "0.0.0.0:7443";
   std::string stun = "0.0.0.0:3478";
   std::string stun_alt;                // "" = no RFC 5780 alternate address
+  std::string relay = "0.0.0.0:3480";  // UDP tunnel relay (A6); "off" = relay only inside TLS
+  std::string overlay_ipv4 = "100.64.0.0/10";  // A9 overlay prefixes
+  std::string overlay_ipv6;            // "" = a ULA /64 derived from the CA
   std::string api = "127.0.0.1:7444";  // ADDR:PORT or unix:PATH; localhost only by default
   std::string advertise;               // HOST:PORT put in enroll commands; "" = derived
   std::string log_level = "info";
@@ -32,7 +35,8 @@ struct ServerSettings {
   uint32_t token_ttl_seconds = uint32_t(limits::kDefaultTokenTtl.count() / 1000);
 };
 
-// Applies a TOML document (keys: data_dir, listen, stun, stun_alt, api, advertise, log_level,
+// Applies a TOML document (keys: data_dir, listen, stun, stun_alt, relay, overlay_ipv4,
+// overlay_ipv6, api, advertise, log_level,
 // threads, [limits] auth_failures_per_source, auth_failures_per_device, auth_lockout_seconds,
 // token_ttl_seconds) onto `s`. Throws ConfigError naming the key or the line on bad input;
 // unknown keys are errors too (a typo must not silently fall back to a default).

@@ -55,6 +55,9 @@ void MemoryStore::add_device(const Device& d, const EnrollmentToken& t) {
   stored.state = DeviceState::pending;
   stored.created_at = d.created_at;
   stored.attributes = d.attributes;
+  uint32_t top = 0;
+  for (const auto& [id, other] : devices_) top = std::max(top, other.overlay_index);
+  stored.overlay_index = top + 1;
   devices_.emplace(d.id, stored);
   EnrollmentToken token;
   token.device_id = d.id;
@@ -68,6 +71,13 @@ std::optional<Device> MemoryStore::get_device(const std::string& id) {
   auto it = devices_.find(id);
   if (it == devices_.end()) return std::nullopt;
   return it->second;
+}
+
+std::optional<Device> MemoryStore::get_device_by_overlay(uint32_t index) {
+  std::lock_guard lock(mu_);
+  for (const auto& [id, d] : devices_)
+    if (d.overlay_index == index) return d;
+  return std::nullopt;
 }
 
 std::vector<Device> MemoryStore::list_devices() {

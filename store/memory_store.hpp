@@ -18,6 +18,7 @@ class MemoryStore final : public Store {
 
   void add_device(const Device& d, const EnrollmentToken& t) override;
   std::optional<Device> get_device(const std::string& id) override;
+  std::optional<Device> get_device_by_overlay(uint32_t index) override;
   std::vector<Device> list_devices() override;
 
   std::optional<EnrollmentToken> get_token(const std::string& device_id) override;

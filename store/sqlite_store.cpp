@@ -69,13 +69,23 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_device_id ON audit(device_id);
 )sql",
+    // 2: overlay addresses (A9). Each device gets a stable index; its overlay IPv4/IPv6 addresses
+    // are the deployment's prefixes plus that index (core/server/overlay.hpp). Existing devices
+    // are numbered in creation order.
+    R"sql(
+ALTER TABLE devices ADD COLUMN overlay_index BIGINT NOT NULL DEFAULT 0;
+UPDATE devices SET overlay_index = (SELECT COUNT(*) FROM devices d2
+  WHERE d2.created_at < devices.created_at
+     OR (d2.created_at = devices.created_at AND d2.id <= devices.id));
+CREATE UNIQUE INDEX devices_overlay_index ON devices(overlay_index);
+)sql",
 };
 static_assert(std::size(kMigrations) == SqliteStore::kSchemaVersion);
 
 constexpr const char* kDeviceColumns =
     "id, group_name, state, created_at, enrolled_at, revoked_at, cert_serial, cert_not_after, "
     "nat_type, nat_mapping, nat_filtering, public_endpoint, local_addresses, agent_version, "
-    "firmware_version, os_version, last_seen, rtt_ms";
+    "firmware_version, os_version, last_seen, rtt_ms, overlay_index";
 
 std::string open_error(const fs::path& path, const std::string& what) {
   return "cannot open database " + path.string() + ": " + what;
@@ -269,6 +279,7 @@ Device read_device(const SqliteStmt& s) {
   d.attributes.os_version = s.text(15);
   d.last_seen = s.opt_i64(16);
   if (auto rtt = s.opt_i64(17)) d.rtt_ms = uint32_t(*rtt);
+  d.overlay_index = uint32_t(s.i64(18));
   return d;
 }
 
@@ -285,6 +296,7 @@ AuditEvent read_audit(const SqliteStmt& s) {
 
 const std::string kSelectDevice = std::string("SELECT ") + kDeviceColumns + " FROM devices";
 const std::string kGetDevice = kSelectDevice + " WHERE id = ?";
+const std::string kGetDeviceByOverlay = kSelectDevice + " WHERE overlay_index = ?";
 const std::string kListDevices = kSelectDevice + " ORDER BY id";
 
 }  // namespace
@@ -408,8 +420,10 @@ void SqliteStore::add_device(const Device& d, const EnrollmentToken& t) {
   {
     SqliteStmt s(*this, prepare("INSERT INTO devices (id, group_name, state, created_at, "
                                 "nat_type, nat_mapping, nat_filtering, public_endpoint, "
-                                "local_addresses, agent_version, firmware_version, os_version) "
-                                "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?)"));
+                                "local_addresses, agent_version, firmware_version, os_version, "
+                                "overlay_index) "
+                                "VALUES (?, ?, 'pending', ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                                "(SELECT COALESCE(MAX(overlay_index), 0) + 1 FROM devices))"));
     const auto& a = d.attributes;
     s.bind(1, d.id).bind(2, d.group).bind(3, int64_t(d.created_at));
     s.bind(4, a.nat_type).bind(5, a.nat_mapping).bind(6, a.nat_filtering);
@@ -430,6 +444,14 @@ std::optional<Device> SqliteStore::get_device(const std::string& id) {
   std::lock_guard lock(mu_);
   SqliteStmt s(*this, prepare(kGetDevice.c_str()));
   s.bind(1, id);
+  if (!s.step()) return std::nullopt;
+  return read_device(s);
+}
+
+std::optional<Device> SqliteStore::get_device_by_overlay(uint32_t index) {
+  std::lock_guard lock(mu_);
+  SqliteStmt s(*this, prepare(kGetDeviceByOverlay.c_str()));
+  s.bind(1, int64_t(index));
   if (!s.step()) return std::nullopt;
   return read_device(s);
 }

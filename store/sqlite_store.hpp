@@ -27,7 +27,7 @@ namespace torii::store {
 //  - update_presence skips unknown IDs; an entry without rtt_ms keeps the previous value.
 class SqliteStore final : public Store {
  public:
-  static constexpr int kSchemaVersion = 1;
+  static constexpr int kSchemaVersion = 2;
 
   // Opens db_file, creating it (mode 0600) and its schema if missing, migrating an older schema.
   // Throws StoreError(io) naming the path and SQLite's message when that fails, or when the file
@@ -43,6 +43,7 @@ class SqliteStore final : public Store {
 
   void add_device(const Device& d, const EnrollmentToken& t) override;
   std::optional<Device> get_device(const std::string& id) override;
+  std::optional<Device> get_device_by_overlay(uint32_t index) override;
   std::vector<Device> list_devices() override;
 
   std::optional<EnrollmentToken> get_token(const std::string& device_id) override;

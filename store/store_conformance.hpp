@@ -407,7 +407,26 @@ TYPED_TEST_P(StoreConformance, ConcurrentAuditAppends) {
                              [](const auto& a, const auto& b) { return a.seq < b.seq; }));
 }
 
-REGISTER_TYPED_TEST_SUITE_P(StoreConformance, Groups, AddDevice, AddDeviceConflictAndUnknownGroup,
+// A9: every device gets a distinct, stable overlay index; a failed add consumes none.
+TYPED_TEST_P(StoreConformance, OverlayIndexes) {
+  auto& s = *this->store_;
+  this->add("a");
+  this->add("b");
+  this->expect_kind(StoreError::Kind::conflict, [&] { this->add("a"); });
+  this->add("c");
+  EXPECT_EQ(s.get_device("a")->overlay_index, 1u);
+  EXPECT_EQ(s.get_device("b")->overlay_index, 2u);
+  EXPECT_EQ(s.get_device("c")->overlay_index, 3u);
+  ASSERT_TRUE(s.get_device_by_overlay(2));
+  EXPECT_EQ(s.get_device_by_overlay(2)->id, "b");
+  EXPECT_FALSE(s.get_device_by_overlay(4));
+  EXPECT_FALSE(s.get_device_by_overlay(0));
+  ASSERT_TRUE(this->enroll("b", 1, 50));
+  s.revoke_device("b", 60);
+  EXPECT_EQ(s.get_device("b")->overlay_index, 2u);  // revocation keeps the address reserved
+}
+
+REGISTER_TYPED_TEST_SUITE_P(StoreConformance, OverlayIndexes, Groups, AddDevice, AddDeviceConflictAndUnknownGroup,
                             TokenConsumedOnce, WrongExpiredOrUnknownTokenRefused,
                             ConcurrentEnrollmentsConsumeTokenOnce, Revoke, AttributesRoundTrip,
                             PresenceBatch, Audit, AuditBatch, ConcurrentAuditAppends);

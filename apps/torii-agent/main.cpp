@@ -5,6 +5,10 @@
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <cstdio>
+#include <nlohmann/json.hpp>
+#include <thread>
+#include <chrono>
 #include <iostream>
 
 #include "net/agent.hpp"
@@ -68,11 +72,35 @@ int main(int argc, char** argv) {
   run->add_option("--firmware-version", ro.firmware_version, "Reported to the server")
       ->capture_default_str();
   run->add_flag("--no-nat-discovery", no_nat, "Skip STUN NAT discovery");
+  bool no_tunnel = false;
+  run->add_flag("--no-tunnel", no_tunnel,
+                "No peer-to-peer tunnels (no TUN interface, no tunnel socket)");
+  run->add_option("--tunnel-port", ro.tunnel.port, "UDP port of the tunnel socket (0: any)")
+      ->capture_default_str();
+  run->add_option("--tun-name", ro.tunnel.tun_name, "Name of the overlay interface")
+      ->capture_default_str();
+  run->add_option("--mtu", ro.tunnel.mtu, "Overlay interface MTU")
+      ->check(CLI::Range(576, 9000))
+      ->capture_default_str();
+
+  // connect / disconnect (A10)
+  std::string c_state = "/var/lib/torii-agent", c_peer;
+  auto* connect = app.add_subcommand("connect", "Open the tunnel to a peer device now");
+  connect->add_option("peer", c_peer, "Peer device ID")->required();
+  connect->add_option("--state-dir", c_state, "State directory of the running agent")
+      ->capture_default_str();
+  bool c_wait = false;
+  connect->add_flag("--wait", c_wait, "Wait (up to 20 s) until the tunnel is up");
+  std::string d_state = "/var/lib/torii-agent", d_peer;
+  auto* disconnect = app.add_subcommand("disconnect", "Close the tunnel to a peer device");
+  disconnect->add_option("peer", d_peer, "Peer device ID")->required();
+  disconnect->add_option("--state-dir", d_state, "State directory of the running agent")
+      ->capture_default_str();
 
   // status
   std::string s_state = "/var/lib/torii-agent";
   bool s_json = false;
-  auto* status = app.add_subcommand("status", "Show the server session state");
+  auto* status = app.add_subcommand("status", "Show the server session and the tunnels");
   status->add_option("--state-dir", s_state, "State directory")->capture_default_str();
   status->add_flag("--json", s_json, "JSON output");
 
@@ -96,12 +124,44 @@ int main(int argc, char** argv) {
           ro.keepalive > limits::kMaxKeepaliveInterval)
         throw std::runtime_error("--keepalive must be between 200ms and 600s");
       ro.discover_nat = !no_nat;
+      ro.tunnel.enabled = !no_tunnel;
       const int code = net::run_agent(ro);
       if (code == net::kExitRevoked)
         std::cerr << "torii-agent: this device has been revoked by the administrator\n";
       else if (code == net::kExitRefused)
         std::cerr << "torii-agent: the server refused this device (see the log above)\n";
       return code;
+    }
+    if (*connect || *disconnect) {
+      const bool open = bool(*connect);
+      net::AgentPaths p{open ? c_state : d_state};
+      const std::string peer = open ? c_peer : d_peer;
+      const std::string answer =
+          net::agent_command(p, std::string(open ? "connect " : "disconnect ") + peer);
+      if (answer.rfind("ok", 0) != 0) {
+        std::cerr << "torii-agent: " << (answer.rfind("error: ", 0) == 0 ? answer.substr(7) : answer)
+                  << "\n";
+        return 1;
+      }
+      if (open && c_wait) {
+        const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        while (std::chrono::steady_clock::now() < deadline) {
+          const std::string st = net::agent_command(p, "status");
+          auto j = nlohmann::json::parse(st.substr(3), nullptr, false);
+          for (const auto& e : j.value("peers", nlohmann::json::array()))
+            if (e.value("id", "") == peer && e.value("state", "") == "up") {
+              std::cout << "tunnel to " << peer << " is up (" << e.value("path", "") << ", "
+                        << e.value("endpoint", "") << ")\n";
+              return 0;
+            }
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        std::cerr << "torii-agent: the tunnel to " << peer << " did not come up within 20 s; "
+                  << "see the agent's log\n";
+        return 1;
+      }
+      std::cout << (open ? "opening the tunnel to " : "closed the tunnel to ") << peer << "\n";
+      return 0;
     }
     if (*status) {
       net::AgentPaths p{s_state};
@@ -136,6 +196,24 @@ int main(int argc, char** argv) {
                 << "reconnects   " << str("reconnects") << "\n";
       if (!str("last_error").empty() && str("last_error") != "-" && str("last_error") != "\"\"")
         std::cout << "last event   " << str("last_error") << "\n";
+      if (j.contains("overlay_ipv4"))
+        std::cout << "overlay      " << str("overlay_ipv4") << ", " << str("overlay_ipv6") << " on "
+                  << str("interface") << "\n";
+      const auto peers = j.value("peers", nlohmann::json::array());
+      if (!peers.empty()) {
+        std::printf("\n%-20s %-16s %-11s %-7s %-22s %7s %12s %12s\n", "PEER", "OVERLAY", "STATE",
+                    "PATH", "ENDPOINT", "RTT", "RX", "TX");
+        for (const auto& e : peers) {
+          const auto rtt = e.value("rtt_ms", nlohmann::json());
+          std::printf("%-20s %-16s %-11s %-7s %-22s %7s %12llu %12llu\n",
+                      e.value("id", "").c_str(), e.value("overlay_ipv4", "").c_str(),
+                      e.value("state", "").c_str(), e.value("path", "").c_str(),
+                      e.value("endpoint", "").c_str(),
+                      rtt.is_number() ? (std::to_string(rtt.get<int>()) + "ms").c_str() : "-",
+                      (unsigned long long)e.value("rx_bytes", uint64_t(0)),
+                      (unsigned long long)e.value("tx_bytes", uint64_t(0)));
+        }
+      }
       return 0;
     }
   } catch (const std::exception& e) {

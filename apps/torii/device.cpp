@@ -44,6 +44,12 @@ void print_device(const nlohmann::json& d) {
   row("NAT:", text_or_dash(d, "nat_type") + " (mapping " + text_or_dash(d, "nat_mapping") +
                   ", filtering " + text_or_dash(d, "nat_filtering") + ")");
   row("Public endpoint:", text_or_dash(d, "public_endpoint"));
+  row("Overlay:", text_or_dash(d, "overlay_ipv4") + ", " + text_or_dash(d, "overlay_ipv6"));
+  std::string tunnels;
+  for (const auto& t : d.value("tunnels", nlohmann::json::array()))
+    tunnels += (tunnels.empty() ? "" : ", ") + t.value("peer", "?") + " (" +
+               t.value("method", "?") + ")";
+  row("Tunnels:", tunnels.empty() ? "-" : tunnels);
   std::string local;
   for (const auto& a : d.value("local_addresses", nlohmann::json::array())) {
     local += (local.empty() ? "" : ", ") + a.get<std::string>();
@@ -132,12 +138,14 @@ void register_device_commands(CLI::App& cmd, const Globals& g, Action& action) {
       std::vector<std::vector<std::string>> rows;
       for (const auto& d : devices) {
         rows.push_back({text_or_dash(d, "id"), text_or_dash(d, "group"), text_or_dash(d, "state"),
-                        yes_no(d, "online"), text_or_dash(d, "nat_type"),
+                        yes_no(d, "online"), text_or_dash(d, "overlay_ipv4"),
+                        text_or_dash(d, "nat_type"),
                         text_or_dash(d, "public_endpoint"), rtt_text(d), last_seen_text(d, now),
                         text_or_dash(d, "agent_version")});
       }
       print_table(
-          {"ID", "GROUP", "STATE", "ONLINE", "NAT", "PUBLIC ENDPOINT", "RTT", "LAST SEEN", "AGENT"},
+          {"ID", "GROUP", "STATE", "ONLINE", "OVERLAY", "NAT", "PUBLIC ENDPOINT", "RTT", "LAST SEEN",
+           "AGENT"},
           rows);
     };
   });

@@ -16,6 +16,7 @@
 #include "net/audit_log.hpp"
 #include "net/ca_issuer.hpp"
 #include "net/control_server.hpp"
+#include "net/relay_server.hpp"
 #include "net/server_admin.hpp"
 #include "net/server_config.hpp"
 #include "net/stun_server.hpp"
@@ -66,7 +67,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("toriid ") + TORII_VERSION);
   net::ServerSettings s;
   std::string config_file;
-  std::optional<std::string> data_dir, listen, stun, stun_alt, api, advertise, log_level;
+  std::optional<std::string> data_dir, listen, stun, stun_alt, relay, overlay4, overlay6, api,
+      advertise, log_level;
   std::optional<int> threads;
   app.add_option("-c,--config", config_file, "TOML configuration file (flags override it)")
       ->check(CLI::ExistingFile);
@@ -77,6 +79,13 @@ int main(int argc, char** argv) {
   app.add_option("--stun-alt", stun_alt,
                  "Second STUN address ADDR:PORT (other IP and port) for RFC 5780 NAT behaviour "
                  "discovery");
+  app.add_option("--relay", relay,
+                 "UDP tunnel relay ADDR:PORT, or 'off' to relay only inside TLS (default "
+                 "0.0.0.0:3480)");
+  app.add_option("--overlay-ipv4", overlay4,
+                 "Overlay IPv4 prefix devices get addresses from (default 100.64.0.0/10)");
+  app.add_option("--overlay-ipv6", overlay6,
+                 "Overlay IPv6 ULA prefix (default: a /64 derived from the CA)");
   app.add_option("--api", api,
                  "Admin API: ADDR:PORT or unix:PATH (default 127.0.0.1:7444, localhost only)");
   app.add_option("--advertise", advertise,
@@ -95,6 +104,9 @@ int main(int argc, char** argv) {
     if (listen) s.listen = *listen;
     if (stun) s.stun = *stun;
     if (stun_alt) s.stun_alt = *stun_alt;
+    if (relay) s.relay = *relay;
+    if (overlay4) s.overlay_ipv4 = *overlay4;
+    if (overlay6) s.overlay_ipv6 = *overlay6;
     if (api) s.api = *api;
     if (advertise) s.advertise = *advertise;
     if (log_level) s.log_level = *log_level;
@@ -132,11 +144,24 @@ int main(int argc, char** argv) {
     net::ControlServerOptions copts;
     copts.listen = listen_ep;
     copts.core.stun_port = stun_ep.port;
+    // A9 overlay plan: configured prefixes, or a ULA derived from this deployment's CA.
+    {
+      const auto ca_fp = ca.ca_fingerprint();
+      copts.core.overlay.derive_ula(ca_fp);
+      copts.core.overlay.set_ipv4(s.overlay_ipv4);
+      copts.core.overlay.set_ipv6(s.overlay_ipv6);
+    }
+    std::unique_ptr<net::RelayServer> relay_server;
+    if (s.relay != "off") {
+      relay_server = std::make_unique<net::RelayServer>(io, net::parse_listen("--relay", s.relay));
+      copts.core.relay_port = relay_server->local_endpoint().port;
+    }
     copts.core.per_source.max_failures = s.auth_failures_per_source;
     copts.core.per_device.max_failures = s.auth_failures_per_device;
     copts.core.per_source.lockout = copts.core.per_device.lockout =
         std::chrono::seconds(s.auth_lockout_seconds);
     net::ControlServer control(io, *store, ca, issuer, audit, copts);
+    control.set_relay(relay_server.get());
     net::StunServer stun_server(io, stun_ep, stun_alt_ep);
     net::ServerAdmin admin(*store, control, audit,
                            {s.advertise, fp, std::chrono::seconds(s.token_ttl_seconds)});
@@ -146,6 +171,7 @@ int main(int argc, char** argv) {
 
     control.start();
     stun_server.start();
+    if (relay_server) relay_server->start();
     api_server.start();
     pki::write_file_atomic(s.data_dir / "api.endpoint", api_server.bound_endpoint() + "\n", 0600);
 
@@ -157,6 +183,12 @@ int main(int argc, char** argv) {
               << (stun_alt_ep ? " + alternate " + stun_alt_ep->to_string() + " (RFC 5780)"
                               : " (no --stun-alt: NAT filtering/mapping tests limited)")
               << "\n"
+              << "  relay       "
+              << (relay_server ? relay_server->local_endpoint().to_string() + " (UDP)"
+                               : std::string("inside TLS only (--relay off)"))
+              << "\n"
+              << "  overlay     " << copts.core.overlay.ipv4_cidr() << ", "
+              << copts.core.overlay.ipv6_cidr() << "\n"
               << "  admin API   " << api_server.bound_endpoint() << " (token in "
               << (s.data_dir / "admin.token").string() << ")\n"
               << "CA fingerprint (SHA-256): " << fp << "\n"
@@ -171,6 +203,7 @@ int main(int argc, char** argv) {
       spdlog::info("signal {}: closing sessions (close_notify) and stopping", sig);
       control.shutdown();
       stun_server.stop();
+      if (relay_server) relay_server->stop();
       api_server.stop();
       grace.expires_after(std::chrono::milliseconds(500));
       grace.async_wait([&](boost::system::error_code) { io.stop(); });

@@ -49,6 +49,27 @@ bool addresses_ok(const List& l) {
   return true;
 }
 
+template <typename List>
+bool candidates_ok(const List& l) {
+  if (size_t(l.size()) > limits::kMaxCandidates) return false;
+  for (const auto& a : l)
+    if (!short_enough(a, limits::kMaxAddressStringLength)) return false;
+  return true;
+}
+
+bool key_ok(const std::string& k) {
+  return k.empty() || k.size() == limits::kTunnelKeyBytes;
+}
+
+bool offer_ok(const pb::TunnelOffer& o) {
+  const auto& p = o.peer();
+  return candidates_ok(o.candidates()) && key_ok(o.punch_key()) && key_ok(o.relay_key()) &&
+         short_enough(p.device_id(), limits::kMaxDeviceIdLength) &&
+         short_enough(p.overlay_ipv4(), limits::kMaxAddressStringLength) &&
+         short_enough(p.overlay_ipv6(), limits::kMaxAddressStringLength) &&
+         short_enough(p.cert_serial(), 64) && o.relay_port() <= 65535 && o.predict_ports() <= 256;
+}
+
 bool fields_ok(const pb::Envelope& env) {
   switch (env.body_case()) {
     case pb::Envelope::kEnrollRequest: {
@@ -67,6 +88,29 @@ bool fields_ok(const pb::Envelope& env) {
       return versions_ok(a.versions()) && addresses_ok(a.local_addresses()) &&
              short_enough(a.public_endpoint(), limits::kMaxAddressStringLength);
     }
+    case pb::Envelope::kPeerRequest: {
+      const auto& r = env.peer_request();
+      return short_enough(r.peer_id(), limits::kMaxDeviceIdLength) &&
+             short_enough(r.peer_address(), limits::kMaxAddressStringLength) &&
+             candidates_ok(r.candidates());
+    }
+    case pb::Envelope::kConnectInstruction:
+      return offer_ok(env.connect_instruction().offer());
+    case pb::Envelope::kPeerConfirm: {
+      const auto& c = env.peer_confirm();
+      return candidates_ok(c.candidates()) && short_enough(c.reason(), 1024);
+    }
+    case pb::Envelope::kPeerResponse: {
+      const auto& r = env.peer_response();
+      return short_enough(r.message(), 1024) && offer_ok(r.offer());
+    }
+    case pb::Envelope::kPeerClose: {
+      const auto& c = env.peer_close();
+      return short_enough(c.peer_id(), limits::kMaxDeviceIdLength) &&
+             short_enough(c.reason(), 1024);
+    }
+    case pb::Envelope::kRelayData:
+      return short_enough(env.relay_data().packet(), limits::kMaxRelayPacket);
     case pb::Envelope::kClose:
       return short_enough(env.close().detail(), 1024);
     case pb::Envelope::kError:

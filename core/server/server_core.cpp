@@ -320,6 +320,15 @@ void ServerCore::on_hello(const Now& now, Session& s, const pb::Hello& h, Action
          w->set_stun_port(cfg_.stun_port);
          w->set_offline_after_ms(uint32_t(s.offline_after.count()));
          w->set_server_time_ms(uint64_t(now.wall));
+         if (auto a = cfg_.overlay.ipv4_of(dev->overlay_index)) {
+           w->set_overlay_ipv4(a->address_string());
+           w->set_overlay_ipv4_prefix(uint32_t(cfg_.overlay.ipv4_prefix));
+         }
+         if (auto a = cfg_.overlay.ipv6_of(dev->overlay_index)) {
+           w->set_overlay_ipv6(a->address_string());
+           w->set_overlay_ipv6_prefix(uint32_t(cfg_.overlay.ipv6_prefix));
+         }
+         w->set_relay_port(cfg_.relay_port);
        }),
        out);
   audit(now, "session.open", claimed, s.source,
@@ -380,6 +389,14 @@ void ServerCore::on_established_message(const Now& now, Session& s, const pb::En
       send(s, make_frame([](pb::Envelope& e) { e.mutable_attributes_ack(); }), out);
       return;
     }
+    case pb::Envelope::kPeerRequest:
+      return on_peer_request(now, s, env.peer_request(), out);
+    case pb::Envelope::kPeerConfirm:
+      return on_peer_confirm(now, s, env.peer_confirm(), out);
+    case pb::Envelope::kPeerClose:
+      return on_peer_close(now, s, env.peer_close(), out);
+    case pb::Envelope::kRelayData:
+      return on_relay_data(now, s, env.relay_data(), out);
     case pb::Envelope::kClose:
       // The device announces its close; its close_notify follows and on_closed records it.
       audit(now, "session.close_requested", s.device_id, s.source,
@@ -417,6 +434,8 @@ void ServerCore::on_closed(const Now& now, SessionId sid, CloseKind kind, Action
 
 void ServerCore::revoke(const Now& now, const std::string& device_id, Actions& out) {
   ++metrics_.revocations;
+  // Every tunnel to the device goes too: its peers are told now (A11).
+  drop_tunnels_of(now, device_id, "peer revoked", out);
   auto it = online_.find(device_id);
   if (it == online_.end()) return;
   if (Session* s = find(it->second)) {
@@ -480,8 +499,11 @@ std::optional<Instant> ServerCore::tick(const Now& now, Actions& out) {
         break;
     }
   }
-  if (deadlines_.empty()) return std::nullopt;
-  return deadlines_.begin()->first;
+  auto next_tunnel = tick_tunnels(now, out);
+  std::optional<Instant> next;
+  if (!deadlines_.empty()) next = deadlines_.begin()->first;
+  if (next_tunnel && (!next || *next_tunnel < *next)) next = next_tunnel;
+  return next;
 }
 
 std::optional<SessionInfo> ServerCore::session_of(const std::string& device_id) const {

@@ -10,6 +10,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <variant>
 #include <vector>
@@ -17,6 +18,8 @@
 #include "core/endpoint.hpp"
 #include "core/server/enrollment.hpp"
 #include "core/server/failure_limiter.hpp"
+#include "core/server/overlay.hpp"
+#include "core/p2p/method.hpp"
 #include "core/session/limits.hpp"
 #include "core/store/store.hpp"
 #include "core/stun/nat_probe.hpp"
@@ -66,10 +69,19 @@ struct SaveAttributes {
   std::string device_id;
   store::DeviceAttributes attributes;
 };
+// The UDP relay may forward this tunnel's packets between the two devices that prove `key`
+// (A6 relay); RelayClose withdraws that.
+struct RelayOpen {
+  uint64_t tunnel_id;
+  std::array<uint8_t, 32> key;
+};
+struct RelayClose {
+  uint64_t tunnel_id;
+};
 }  // namespace action
 
 using Action = std::variant<action::Send, action::Close, action::Audit, action::Enroll,
-                            action::SaveAttributes>;
+                            action::SaveAttributes, action::RelayOpen, action::RelayClose>;
 using Actions = std::vector<Action>;
 
 struct ServerConfig {
@@ -81,6 +93,8 @@ struct ServerConfig {
                            limits::kAuthLockout, limits::kLimiterMaxKeys};
   LimiterConfig per_device{limits::kAuthFailuresPerDevice, limits::kAuthFailureWindow,
                            limits::kAuthLockout, limits::kLimiterMaxKeys};
+  OverlayPlan overlay;      // A9 overlay addresses
+  uint16_t relay_port = 0;  // UDP relay port (0: relay only inside the TLS session)
 };
 
 struct Metrics {
@@ -98,6 +112,12 @@ struct Metrics {
   uint64_t echoes = 0;
   uint64_t offline_timeouts = 0;
   uint64_t revocations = 0;
+  uint64_t peer_requests = 0;
+  uint64_t peer_refused = 0;
+  uint64_t peer_timeouts = 0;
+  uint64_t tunnels_open = 0;  // brokered tunnels (gauge)
+  uint64_t relay_tls_packets = 0;
+  uint64_t relay_tls_dropped = 0;
 };
 
 struct SessionInfo {
@@ -135,6 +155,9 @@ class ServerCore {
   std::optional<Instant> tick(const Now& now, Actions& out);
 
   std::optional<SessionInfo> session_of(const std::string& device_id) const;
+  // Brokered tunnels of a device: (tunnel ID, peer ID, method).
+  std::vector<std::tuple<uint64_t, std::string, p2p::Method>> tunnels_of(
+      const std::string& device_id) const;
   size_t session_count() const { return sessions_.size(); }
   size_t online_count() const { return online_.size(); }
   const Metrics& metrics() const { return metrics_; }
@@ -177,6 +200,40 @@ class ServerCore {
                               Actions& out);
   void touch(const Now& now, Session& s);
 
+  // A6 signaling (signaling.cpp).
+  struct Tunnel {
+    uint64_t id = 0;
+    std::string src, dst;  // requesting device, destination device
+    uint64_t request_id = 0;
+    bool open = false;     // destination confirmed
+    Instant deadline{};    // confirmation deadline while pending
+    p2p::Method method = p2p::Method::relay;
+    std::array<uint8_t, 32> punch_key{};
+    std::array<uint8_t, 32> relay_key{};
+    std::vector<std::string> src_candidates;
+    uint32_t src_index = 0;
+    bool predict_for_src = false, predict_for_dst = false;
+  };
+  void on_peer_request(const Now& now, Session& s, const ::torii::control::v1::PeerRequest& r,
+                       Actions& out);
+  void on_peer_confirm(const Now& now, Session& s, const ::torii::control::v1::PeerConfirm& c,
+                       Actions& out);
+  void on_peer_close(const Now& now, Session& s, const ::torii::control::v1::PeerClose& c,
+                     Actions& out);
+  void on_relay_data(const Now& now, Session& s, const ::torii::control::v1::RelayData& d,
+                     Actions& out);
+  void refuse_peer(const Now& now, Session& s, uint64_t request_id,
+                   ::torii::control::v1::ErrorCode code, const std::string& message,
+                   const std::string& peer, Actions& out);
+  void fill_offer(const Tunnel& t, bool for_src, const store::Device& peer,
+                  ::torii::control::v1::TunnelOffer& o) const;
+  void drop_tunnel(uint64_t tunnel_id, Actions& out);
+  // Removes every tunnel of `device_id`, telling each peer that is online why (revocation).
+  void drop_tunnels_of(const Now& now, const std::string& device_id, const std::string& reason,
+                       Actions& out);
+  std::optional<Instant> tick_tunnels(const Now& now, Actions& out);
+  Session* online_session(const std::string& device_id);
+
   ServerConfig cfg_;
   store::Store& store_;
   FailureLimiter per_source_;
@@ -187,6 +244,10 @@ class ServerCore {
   std::unordered_map<std::string, SessionId> online_;
   std::set<std::pair<Instant, SessionId>> deadlines_;
   std::unordered_map<std::string, store::Presence> dirty_presence_;
+  uint64_t next_tunnel_ = 1;
+  std::unordered_map<uint64_t, Tunnel> tunnels_;
+  std::unordered_map<std::string, std::set<uint64_t>> tunnels_by_device_;
+  std::set<std::pair<Instant, uint64_t>> tunnel_deadlines_;
 };
 
 // NAT behaviour between the wire enum and the STUN probe's (A3).

@@ -112,7 +112,8 @@ void AgentSession::on_frame(Instant now, std::string_view payload, AgentActions&
       rtt_ms_ = uint32_t((now - hello_sent_).count());
       group_ = env.welcome().group();
       out.push_back(agent_action::Established{group_, uint16_t(env.welcome().stun_port()),
-                                              Duration(env.welcome().offline_after_ms())});
+                                              Duration(env.welcome().offline_after_ms()),
+                                              env.welcome()});
       return;
     case pb::Envelope::kEchoReply:
       if (env.echo_reply().seq() == echo_seq_ && echo_outstanding_since_) {
@@ -140,9 +141,23 @@ void AgentSession::on_frame(Instant now, std::string_view payload, AgentActions&
       if (er.code() == pb::ERROR_CODE_BAD_MESSAGE) r = EndReason::protocol_error;
       return end(r, er.message(), nullptr);
     }
+    case pb::Envelope::kConnectInstruction:
+    case pb::Envelope::kPeerResponse:
+    case pb::Envelope::kPeerClose:
+    case pb::Envelope::kRelayData:
+      if (state_ != AgentState::established)
+        return end(EndReason::protocol_error, "peer message before Welcome", &out);
+      out.push_back(agent_action::Tunnel{std::move(env)});
+      return;
     default:
       return end(EndReason::protocol_error, "unexpected message from the server", &out);
   }
+}
+
+bool AgentSession::send_tunnel_frame(Instant now, std::vector<uint8_t> frame, AgentActions& out) {
+  if (state_ != AgentState::established) return false;
+  send(now, std::move(frame), out);
+  return true;
 }
 
 void AgentSession::close(Instant now, AgentActions& out) {

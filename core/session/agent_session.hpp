@@ -35,10 +35,16 @@ struct Established {
   std::string group;
   uint16_t stun_port = 0;
   Duration offline_after{};
+  ::torii::control::v1::Welcome welcome;  // overlay addresses, relay port (A9)
+};
+// A peer-to-peer message for the tunnel layer (core/p2p/peer_manager): ConnectInstruction,
+// PeerResponse, PeerClose, RelayData (A6).
+struct Tunnel {
+  ::torii::control::v1::Envelope envelope;
 };
 }  // namespace agent_action
-using AgentAction =
-    std::variant<agent_action::Send, agent_action::Close, agent_action::Established>;
+using AgentAction = std::variant<agent_action::Send, agent_action::Close,
+                                 agent_action::Established, agent_action::Tunnel>;
 using AgentActions = std::vector<AgentAction>;
 
 enum class AgentState { idle, awaiting_welcome, established, closing, closed };
@@ -66,6 +72,9 @@ class AgentSession {
   void on_frame(Instant now, std::string_view payload, AgentActions& out);
   void send_attributes(Instant now, ::torii::control::v1::Attributes attrs, AgentActions& out);
   void close(Instant now, AgentActions& out);  // graceful local close (A5)
+  // A frame of the tunnel layer (peer request, confirmation, close, relay data); only while
+  // established, else dropped (returns false).
+  bool send_tunnel_frame(Instant now, std::vector<uint8_t> frame, AgentActions& out);
   // The connection ended underneath us (close_notify from the server, EOF, error).
   void on_disconnected(Instant now, bool clean);
   std::optional<Instant> tick(Instant now, AgentActions& out);

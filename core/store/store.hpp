@@ -58,6 +58,9 @@ struct Device {
   DeviceAttributes attributes;
   std::optional<UnixMs> last_seen;
   std::optional<uint32_t> rtt_ms;
+  // A9: stable overlay index, assigned by add_device (1, 2, ... never reused while the device
+  // exists); the overlay addresses are the deployment's prefixes plus this index.
+  uint32_t overlay_index = 0;
 };
 
 using TokenHash = std::array<uint8_t, 32>;  // SHA-256 of the token text; the token is never stored
@@ -93,11 +96,13 @@ class Store {
   virtual std::vector<Group> list_groups() = 0;
   virtual std::optional<Group> get_group(const std::string& name) = 0;
 
-  // Adds a pending device and its enrollment token in one transaction. Throws
+  // Adds a pending device and its enrollment token in one transaction, assigning the next free
+  // overlay index (d.overlay_index is ignored). Throws
   // StoreError(conflict) if the ID exists, StoreError(not_found) if the group does not.
   virtual void add_device(const Device& d, const EnrollmentToken& t) = 0;
   virtual std::optional<Device> get_device(const std::string& id) = 0;
   virtual std::vector<Device> list_devices() = 0;  // ordered by id
+  virtual std::optional<Device> get_device_by_overlay(uint32_t index) = 0;
 
   virtual std::optional<EnrollmentToken> get_token(const std::string& device_id) = 0;
   // In one transaction: if the device's token has this hash, is unused and expires after `now`,

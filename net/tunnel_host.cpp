@@ -1,0 +1,345 @@
+// Agent tunnel host (see tunnel_host.hpp). A6-A11.
+#include "net/tunnel_host.hpp"
+
+#include <openssl/rand.h>
+#include <spdlog/spdlog.h>
+
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <chrono>
+
+#include "core/stun/message.hpp"
+#include "net/agent.hpp"
+#include "net/asio_endpoint.hpp"
+#include "net/tun.hpp"
+
+namespace torii::net {
+
+namespace asio = boost::asio;
+using udp = asio::ip::udp;
+namespace pb = ::torii::control::v1;
+
+namespace {
+
+Instant mono_now() {
+  using namespace std::chrono;
+  return Instant(duration_cast<Duration>(steady_clock::now().time_since_epoch()));
+}
+
+UnixMs wall_now() {
+  using namespace std::chrono;
+  return duration_cast<milliseconds>(system_clock::now().time_since_epoch()).count();
+}
+
+}  // namespace
+
+struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
+  Impl(asio::io_context& io, TunnelOptions o, p2p::PeerConfig cfg, SendControl send)
+      : io(io),
+        opts(std::move(o)),
+        pm(std::move(cfg)),
+        send_control(std::move(send)),
+        sock(io),
+        timer(io),
+        stun_timer(io) {}
+
+  asio::io_context& io;
+  TunnelOptions opts;
+  p2p::PeerManager pm;
+  SendControl send_control;
+  udp::socket sock;
+  std::optional<TunDevice> tun;
+  std::optional<asio::posix::stream_descriptor> tun_fd;
+  asio::steady_timer timer;
+  asio::steady_timer stun_timer;
+  bool stopped = false;
+  bool session_up = false;
+  Endpoint server;
+  uint16_t stun_port = 0;
+  std::optional<Endpoint> srflx;
+  stun::TransactionId stun_txn{};
+  bool stun_pending = false;
+  std::string overlay_v4, overlay_v6;
+  uint64_t udp_send_errors = 0, tun_write_errors = 0;
+
+  void open_socket() {
+    if (sock.is_open()) return;
+    boost::system::error_code ec;
+    sock.open(udp::v6(), ec);
+    if (!ec) {
+      sock.set_option(asio::ip::v6_only(false), ec);
+      sock.bind(udp::endpoint(udp::v6(), opts.port), ec);
+    }
+    if (ec) {  // no IPv6 on this host: IPv4 only
+      sock.close();
+      sock.open(udp::v4());
+      sock.bind(udp::endpoint(udp::v4(), opts.port));
+    }
+    sock.set_option(asio::socket_base::receive_buffer_size(4 << 20), ec);
+    sock.set_option(asio::socket_base::send_buffer_size(4 << 20), ec);
+    spdlog::info("tunnel socket on UDP port {}", sock.local_endpoint().port());
+    asio::co_spawn(io, udp_loop(shared_from_this()), asio::detached);
+    asio::co_spawn(io, tick_loop(shared_from_this()), asio::detached);
+  }
+
+  void open_tun(const pb::Welcome& w) {
+    if (tun || !opts.enabled) return;
+    auto v4 = Endpoint::parse_address(w.overlay_ipv4());
+    auto v6 = Endpoint::parse_address(w.overlay_ipv6());
+    if (!v4) {
+      spdlog::warn("the server assigned no overlay address; tunnels disabled");
+      return;
+    }
+    try {
+      tun.emplace(TunDevice::open(opts.tun_name, opts.mtu));
+      tun->set_ipv4(v4->v4_host_order(), int(w.overlay_ipv4_prefix()));
+      tun->up();
+      if (v6) {
+        try {
+          tun->set_ipv6(v6->addr, int(w.overlay_ipv6_prefix()));
+        } catch (const std::exception& e) {
+          spdlog::warn("overlay IPv6 not configured: {}", e.what());
+        }
+      }
+    } catch (const std::exception& e) {
+      spdlog::error("cannot create the TUN interface: {} (tunnels need CAP_NET_ADMIN)", e.what());
+      tun.reset();
+      return;
+    }
+    overlay_v4 = w.overlay_ipv4();
+    overlay_v6 = w.overlay_ipv6();
+    spdlog::info("overlay interface {} with {}/{} and {}/{} (MTU {})", tun->name(), overlay_v4,
+                 w.overlay_ipv4_prefix(), overlay_v6, w.overlay_ipv6_prefix(), opts.mtu);
+    tun_fd.emplace(io, ::dup(tun->fd()));
+    asio::co_spawn(io, tun_loop(shared_from_this()), asio::detached);
+  }
+
+  void refresh_candidates() {
+    std::vector<Endpoint> c;
+    const uint16_t port = sock.local_endpoint().port();
+    for (const auto& a : local_addresses()) {
+      auto e = Endpoint::parse_address(a, port);
+      if (!e) continue;
+      // Never offer the overlay itself as a path to the overlay.
+      if (e->address_string() == overlay_v4 || e->address_string() == overlay_v6) continue;
+      c.push_back(*e);
+    }
+    if (srflx && std::find(c.begin(), c.end(), *srflx) == c.end()) c.insert(c.begin(), *srflx);
+    pm.set_candidates(std::move(c));
+  }
+
+  void send_stun() {
+    if (!stun_port || !sock.is_open()) return;
+    std::array<uint8_t, 12> rnd{};
+    RAND_bytes(rnd.data(), int(rnd.size()));
+    stun::Message m;
+    m.transaction_id = stun::make_transaction_id(rnd);
+    stun_txn = m.transaction_id;
+    stun_pending = true;
+    const auto bytes = stun::serialize(m);
+    Endpoint to = server;
+    to.port = stun_port;
+    boost::system::error_code ec;
+    sock.send_to(asio::buffer(bytes), to_asio<udp>(to), 0, ec);
+  }
+
+  bool maybe_stun(const Endpoint& from, const uint8_t* p, size_t n) {
+    if (!stun_pending || n < 20 || from.port != stun_port || !from.same_address(server))
+      return false;
+    auto r = stun::parse(p, n);
+    if (!r || r.message->transaction_id != stun_txn) return false;
+    stun_pending = false;
+    auto mapped =
+        r.message->xor_mapped_address ? r.message->xor_mapped_address : r.message->mapped_address;
+    if (mapped && mapped != srflx) {
+      spdlog::info("tunnel socket's public endpoint: {}", mapped->to_string());
+      srflx = mapped;
+      refresh_candidates();
+    }
+    return true;
+  }
+
+  void execute(p2p::PeerActions& acts) {
+    for (auto& a : acts) {
+      if (auto* u = std::get_if<p2p::peer_action::SendUdp>(&a)) {
+        boost::system::error_code ec;
+        sock.send_to(asio::buffer(u->data), to_asio<udp>(u->to), 0, ec);
+        if (ec) ++udp_send_errors;
+      } else if (auto* c = std::get_if<p2p::peer_action::SendControl>(&a)) {
+        if (!send_control(std::move(c->frame)))
+          spdlog::debug("control session down; frame dropped");
+      } else if (auto* d = std::get_if<p2p::peer_action::DeliverIp>(&a)) {
+        if (!tun || !tun->write(d->packet.data(), d->packet.size())) ++tun_write_errors;
+      } else if (auto* l = std::get_if<p2p::peer_action::Log>(&a)) {
+        if (l->warning)
+          spdlog::warn("peer {}: {}", l->peer, l->text);
+        else
+          spdlog::info("peer {}: {}", l->peer, l->text);
+      }
+    }
+    acts.clear();
+    timer.cancel();  // re-arm the tick loop for the new deadlines
+  }
+
+  static asio::awaitable<void> udp_loop(std::shared_ptr<Impl> self) {
+    std::vector<uint8_t> buf(65536);
+    udp::endpoint from;
+    p2p::PeerActions out;
+    while (!self->stopped) {
+      boost::system::error_code ec;
+      const size_t n = co_await self->sock.async_receive_from(
+          asio::buffer(buf), from, asio::redirect_error(asio::use_awaitable, ec));
+      if (self->stopped || ec == asio::error::operation_aborted) co_return;
+      if (ec) continue;
+      const Endpoint f = from_asio(from);
+      if (self->maybe_stun(f, buf.data(), n)) continue;
+      self->pm.on_udp(mono_now(), f, {buf.data(), n}, out);
+      if (!out.empty()) self->execute(out);
+    }
+  }
+
+  static asio::awaitable<void> tun_loop(std::shared_ptr<Impl> self) {
+    std::vector<uint8_t> buf(65536);
+    p2p::PeerActions out;
+    while (!self->stopped && self->tun) {
+      boost::system::error_code ec;
+      co_await self->tun_fd->async_wait(asio::posix::stream_descriptor::wait_read,
+                                        asio::redirect_error(asio::use_awaitable, ec));
+      if (self->stopped || ec) co_return;
+      for (int i = 0; i < 64; ++i) {
+        const ssize_t n = self->tun->read(buf.data(), buf.size());
+        if (n <= 0) break;
+        self->pm.on_ip(mono_now(), {buf.data(), size_t(n)}, out);
+      }
+      if (!out.empty()) self->execute(out);
+    }
+  }
+
+  static asio::awaitable<void> tick_loop(std::shared_ptr<Impl> self) {
+    p2p::PeerActions out;
+    int stun_countdown = 0;
+    Instant last_stun{};
+    while (!self->stopped) {
+      const Instant now = mono_now();
+      auto next = self->pm.tick(now, out);
+      if (!out.empty()) self->execute(out);
+      // STUN for the server-reflexive candidate: retry each second until answered, then every
+      // 30 s (a changed public endpoint means the NAT mapping moved: roaming).
+      if (self->session_up && self->stun_port &&
+          (now - last_stun >= std::chrono::seconds(self->stun_pending ? 1 : 30))) {
+        last_stun = now;
+        if (stun_countdown++ < 1000) self->send_stun();
+      }
+      Duration wait = std::chrono::milliseconds(500);
+      if (next) wait = std::clamp<Duration>(*next - now, Duration(1), wait);
+      self->timer.expires_after(wait);
+      boost::system::error_code ec;
+      co_await self->timer.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+};
+
+TunnelHost::TunnelHost(asio::io_context& io, TunnelOptions opts, p2p::PeerConfig cfg,
+                       SendControl send_control)
+    : impl_(std::make_shared<Impl>(io, std::move(opts), std::move(cfg), std::move(send_control))) {
+  impl_->pm.set_wall_offset(wall_now() - to_ms(mono_now()));
+}
+
+TunnelHost::~TunnelHost() {
+  stop();
+}
+
+void TunnelHost::on_established(const pb::Welcome& w, const Endpoint& server, uint16_t stun_port) {
+  auto& m = *impl_;
+  if (!m.opts.enabled) return;
+  m.session_up = true;
+  m.server = server;
+  m.stun_port = stun_port;
+  m.open_socket();
+  m.open_tun(w);
+  auto v4 = Endpoint::parse_address(w.overlay_ipv4());
+  auto v6 = Endpoint::parse_address(w.overlay_ipv6());
+  if (v4 && v6)
+    m.pm.set_overlay(*v4, int(w.overlay_ipv4_prefix()), *v6, int(w.overlay_ipv6_prefix()));
+  m.pm.set_server(server, uint16_t(w.relay_port()));
+  m.refresh_candidates();
+  m.send_stun();
+}
+
+void TunnelHost::on_session_down() {
+  auto& m = *impl_;
+  m.session_up = false;
+  p2p::PeerActions out;
+  m.pm.on_session_down(mono_now(), out);
+  m.execute(out);
+}
+
+void TunnelHost::on_control(const pb::Envelope& env) {
+  p2p::PeerActions out;
+  impl_->pm.on_control(mono_now(), env, out);
+  impl_->execute(out);
+}
+
+std::string TunnelHost::connect(const std::string& peer_id) {
+  auto& m = *impl_;
+  if (!m.opts.enabled) return "tunnels are disabled (--no-tunnel)";
+  if (!m.session_up) return "not connected to the server; try again when the session is up";
+  p2p::PeerActions out;
+  const bool ok = m.pm.connect(mono_now(), peer_id, out);
+  m.execute(out);
+  return ok ? "" : "cannot open a tunnel to " + peer_id;
+}
+
+std::string TunnelHost::disconnect(const std::string& peer_id) {
+  p2p::PeerActions out;
+  const bool ok = impl_->pm.disconnect(mono_now(), peer_id, out);
+  impl_->execute(out);
+  return ok ? "" : "no tunnel to " + peer_id;
+}
+
+void TunnelHost::stop() {
+  auto& m = *impl_;
+  if (m.stopped) return;
+  p2p::PeerActions out;
+  m.pm.close_all(mono_now(), out);
+  m.execute(out);
+  m.stopped = true;
+  boost::system::error_code ec;
+  m.sock.close(ec);
+  m.timer.cancel();
+  if (m.tun_fd) m.tun_fd->close(ec);
+}
+
+nlohmann::json TunnelHost::status() const {
+  const auto& m = *impl_;
+  nlohmann::json j;
+  j["overlay_ipv4"] = m.overlay_v4;
+  j["overlay_ipv6"] = m.overlay_v6;
+  j["interface"] = m.tun ? m.tun->name() : "";
+  j["tunnel_port"] = m.sock.is_open() ? m.sock.local_endpoint().port() : 0;
+  j["public_endpoint"] = m.srflx ? m.srflx->to_string() : "";
+  auto peers = nlohmann::json::array();
+  for (const auto& p : m.pm.status(mono_now())) {
+    nlohmann::json e;
+    e["id"] = p.id;
+    e["overlay_ipv4"] = p.overlay_ipv4;
+    e["overlay_ipv6"] = p.overlay_ipv6;
+    e["state"] = p.state;
+    e["path"] = p.state == "up" ? p2p::to_string(p.path) : "";
+    e["endpoint"] = p.endpoint ? p.endpoint->to_string() : "";
+    e["rtt_ms"] = p.rtt_ms ? nlohmann::json(*p.rtt_ms) : nlohmann::json(nullptr);
+    e["rx_bytes"] = p.rx_bytes;
+    e["tx_bytes"] = p.tx_bytes;
+    e["tunnel_id"] = p.tunnel_id;
+    e["method"] = p2p::to_string(p.method);
+    e["cipher"] = p.cipher;
+    peers.push_back(std::move(e));
+  }
+  j["peers"] = std::move(peers);
+  const auto& s = m.pm.stats();
+  j["dropped"] = {{"unknown", s.dropped_unknown},        {"malformed", s.dropped_malformed},
+                  {"unauthenticated", s.dropped_unauth}, {"no_route", s.dropped_no_route},
+                  {"spoofed", s.dropped_spoofed},        {"queue", s.dropped_queue}};
+  return j;
+}
+
+}  // namespace torii::net
