@@ -11,7 +11,9 @@
 #include <fstream>
 #include <random>
 
+#include <sys/stat.h>
 #include "core/control/frame.hpp"
+#include "core/dtls/link.hpp"
 #include "core/server/server_core.hpp"
 #include "core/session/agent_session.hpp"
 #include "core/session/backoff.hpp"
@@ -19,8 +21,6 @@
 #include "net/tls.hpp"
 #include "pki/key_store.hpp"
 #include "pki/pki.hpp"
-#include "core/dtls/link.hpp"
-#include <sys/stat.h>
 
 namespace torii::net {
 
@@ -537,14 +537,23 @@ int run_agent(const RunOptions& o) {
   auto ca = pki::cert_from_pem(read_pem(o.paths.ca()));
   if (!cert || !ca) throw std::runtime_error("unreadable certificate in " + o.paths.dir.string());
   auto ctx = make_client_context(ca.get(), cert.get(), key.get());
-  // A7/A8: the same credential authenticates the device to its peers over DTLS.
-  auto dtls_ctx = dtls::Context::create(ca.get(), cert.get(), key.get());
+  // A7/A8: the same credential authenticates the device to its peers over DTLS. A credential
+  // DTLS cannot use (e.g. an Ed25519 key) disables tunnels but not the server session, so the
+  // server can still give its own verdict on the certificate.
+  std::shared_ptr<dtls::Context> dtls_ctx;
+  if (o.tunnel.enabled) {
+    try {
+      dtls_ctx = dtls::Context::create(ca.get(), cert.get(), key.get());
+    } catch (const std::exception& e) {
+      spdlog::error("peer-to-peer tunnels disabled: {}", e.what());
+    }
+  }
   key.reset();  // the SSL_CTXs hold their own references
 
   asio::io_context io(1);
   SessionRunner runner(o, id, ctx.get(), io);
   std::optional<TunnelHost> tunnel;
-  if (o.tunnel.enabled) {
+  if (dtls_ctx) {
     p2p::PeerConfig pc;
     pc.device_id = id.device_id;
     pc.group = id.group;
@@ -554,8 +563,9 @@ int run_agent(const RunOptions& o) {
       if (!i) return std::nullopt;
       return p2p::PeerIdentity{i->device_id, i->group, i->serial_hex};
     };
-    tunnel.emplace(io, o.tunnel, std::move(pc),
-                   [&runner](std::vector<uint8_t> f) { return runner.send_tunnel_frame(std::move(f)); });
+    tunnel.emplace(io, o.tunnel, std::move(pc), [&runner](std::vector<uint8_t> f) {
+      return runner.send_tunnel_frame(std::move(f));
+    });
     runner.set_tunnel(&*tunnel);
   }
   // Local control socket for connect/disconnect (owner-only; never a network port).

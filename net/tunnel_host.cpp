@@ -324,7 +324,11 @@ nlohmann::json TunnelHost::status() const {
     e["overlay_ipv4"] = p.overlay_ipv4;
     e["overlay_ipv6"] = p.overlay_ipv6;
     e["state"] = p.state;
-    e["path"] = p.state == "up" ? p2p::to_string(p.path) : "";
+    // "direct" or "relay"; how the relay is reached: "udp" or "tls" (inside the control session).
+    e["path"] = p.state != "up" ? "" : p.path == p2p::Path::direct ? "direct" : "relay";
+    e["relay_via"] = p.path == p2p::Path::relay_udp   ? "udp"
+                     : p.path == p2p::Path::relay_tls ? "tls"
+                                                      : "";
     e["endpoint"] = p.endpoint ? p.endpoint->to_string() : "";
     e["rtt_ms"] = p.rtt_ms ? nlohmann::json(*p.rtt_ms) : nlohmann::json(nullptr);
     e["rx_bytes"] = p.rx_bytes;

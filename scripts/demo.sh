@@ -46,7 +46,7 @@ for dev in camera-1 plc-7; do
   step "Enroll $dev (key generated on the device; CSR over TLS pinned to the CA)"
   show "$bin/torii-agent" enroll --server 127.0.0.1:17443 --ca-sha256 "$fp" --id "$dev" \
     --token "$token" --state-dir "$work/$dev"
-  "$bin/torii-agent" run --state-dir "$work/$dev" --keepalive 5s \
+  "$bin/torii-agent" run --state-dir "$work/$dev" --keepalive 5s --no-tunnel \
     --firmware-version "fw-2.1.$RANDOM" >"$work/$dev.log" 2>&1 &
   pids+=($!)
 done
@@ -67,6 +67,13 @@ show torii device revoke plc-7
 sleep 1
 show torii device list
 show torii log --limit 12
+
+step "Part two: peer-to-peer tunnels between devices behind NATs (network namespaces)"
+if [ "$(id -u)" = 0 ]; then
+  TORII_BIN="$bin" python3 scripts/demo_p2p.py
+else
+  echo "(skipped: creating network namespaces and TUN interfaces needs root; run as root)"
+fi
 
 if [ "$keep" = 1 ]; then
   step "Running; press Ctrl-C to stop (state in $work)"

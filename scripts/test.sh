@@ -11,13 +11,13 @@ jobs=$(nproc)
 cmake --preset release
 cmake --build --preset release -j "$jobs"
 # Unit tests and corpus replays in parallel; integration tests one at a time (they time things).
-ctest --preset release -LE integration -j "$jobs"
-ctest --preset release -L integration
+ctest --preset release -LE "integration|netns" -j "$jobs"
+ctest --preset release -L "integration|netns"
 
 if [ "${TORII_SKIP_ASAN:-0}" != "1" ]; then
   cmake --preset debug
   cmake --build --preset debug -j "$jobs"
   ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
-    ctest --preset debug -LE integration -j "$jobs"
+    ctest --preset debug -LE "integration|netns" -j "$jobs"
 fi
 echo "torii: all tests passed"

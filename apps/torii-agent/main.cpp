@@ -6,10 +6,9 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <iostream>
 #include <nlohmann/json.hpp>
 #include <thread>
-#include <chrono>
-#include <iostream>
 
 #include "net/agent.hpp"
 
@@ -139,8 +138,8 @@ int main(int argc, char** argv) {
       const std::string answer =
           net::agent_command(p, std::string(open ? "connect " : "disconnect ") + peer);
       if (answer.rfind("ok", 0) != 0) {
-        std::cerr << "torii-agent: " << (answer.rfind("error: ", 0) == 0 ? answer.substr(7) : answer)
-                  << "\n";
+        std::cerr << "torii-agent: "
+                  << (answer.rfind("error: ", 0) == 0 ? answer.substr(7) : answer) << "\n";
         return 1;
       }
       if (open && c_wait) {
@@ -165,7 +164,18 @@ int main(int argc, char** argv) {
     }
     if (*status) {
       net::AgentPaths p{s_state};
-      auto st = net::load_status(p);
+      // The running agent answers with its live state; status.json is the fallback (stopped,
+      // revoked, or another user without access to the socket).
+      std::optional<nlohmann::json> st;
+      try {
+        const std::string live = net::agent_command(p, "status");
+        if (live.rfind("ok ", 0) == 0) {
+          auto j = nlohmann::json::parse(live.substr(3), nullptr, false);
+          if (!j.is_discarded()) st = std::move(j);
+        }
+      } catch (const std::exception&) {
+      }
+      if (!st) st = net::load_status(p);
       if (!st) {
         std::cerr << "torii-agent: no status in " << s_state
                   << " (has `torii-agent run --state-dir " << s_state << "` been started?)\n";
@@ -205,10 +215,9 @@ int main(int argc, char** argv) {
                     "PATH", "ENDPOINT", "RTT", "RX", "TX");
         for (const auto& e : peers) {
           const auto rtt = e.value("rtt_ms", nlohmann::json());
-          std::printf("%-20s %-16s %-11s %-7s %-22s %7s %12llu %12llu\n",
-                      e.value("id", "").c_str(), e.value("overlay_ipv4", "").c_str(),
-                      e.value("state", "").c_str(), e.value("path", "").c_str(),
-                      e.value("endpoint", "").c_str(),
+          std::printf("%-20s %-16s %-11s %-7s %-22s %7s %12llu %12llu\n", e.value("id", "").c_str(),
+                      e.value("overlay_ipv4", "").c_str(), e.value("state", "").c_str(),
+                      e.value("path", "").c_str(), e.value("endpoint", "").c_str(),
                       rtt.is_number() ? (std::to_string(rtt.get<int>()) + "ms").c_str() : "-",
                       (unsigned long long)e.value("rx_bytes", uint64_t(0)),
                       (unsigned long long)e.value("tx_bytes", uint64_t(0)));

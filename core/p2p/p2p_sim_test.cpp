@@ -340,6 +340,9 @@ class SimWorld {
             a->pm->set_server(*Endpoint::parse_address(kServerAddr), uint16_t(w.relay_port()));
             return;
           }
+          if (env.has_peer_response() && !stale_serial_for.empty() &&
+              env.peer_response().offer().peer().device_id() == stale_serial_for)
+            env.mutable_peer_response()->mutable_offer()->mutable_peer()->set_cert_serial("00ff");
           PeerActions out;
           a->pm->on_control(net.now(), env, out);
           execute(*a, out);
@@ -426,6 +429,7 @@ class SimWorld {
   std::optional<server::ServerCore> core;
   RelayTable relay;
   bool relay_up = true;
+  std::string stale_serial_for;  // PeerResponse for this peer carries another serial
   sim::NodeId server = 0;
   std::vector<std::unique_ptr<Agent>> agents;
   std::vector<std::string> audit;
@@ -560,6 +564,36 @@ TEST(P2pSim, RevocationTearsDownWithinOneSecond) {
   w.net.run_while([&] { return a.pm->tunnel_count() > 0; }, t0 + 1s);
   EXPECT_EQ(a.pm->tunnel_count(), 0u);
   EXPECT_LT(w.net.now() - t0, 1s);
+}
+
+// A11: a revoked device is refused by the server at signaling (audited).
+TEST(P2pSim, RevokedPeerIsRefusedAtSignaling) {
+  SimWorld w;
+  auto& a = w.add_agent("a", Kind::full_cone);
+  auto& b = w.add_agent("b", Kind::restricted);
+  w.store.revoke_device("b", 1);
+  w.net.run_until(w.net.now() + 200ms);
+  EXPECT_FALSE(open_and_deliver(w, a, b, 3s));
+  bool refused = false;
+  for (const auto& l : w.audit) refused |= l.rfind("peer.refused a", 0) == 0;
+  EXPECT_TRUE(refused) << "the server refuses a revoked peer at signaling";
+}
+
+// A8: the peer's own check. The server signals the serial it holds as current; when the
+// certificate presented over DTLS has another one (re-issued, or a stolen old key), the device
+// refuses it, closes the tunnel and reports it to the server, which audits it.
+TEST(P2pSim, PeerCertificateCheckRefusesAStaleSerial) {
+  SimWorld w;
+  auto& a = w.add_agent("a", Kind::full_cone);
+  auto& b = w.add_agent("b", Kind::restricted);
+  w.net.run_until(w.net.now() + 200ms);
+  // b's certificate is re-issued on the server side (serial changes); b still presents the old.
+  w.stale_serial_for = "b";
+  EXPECT_FALSE(open_and_deliver(w, a, b, 3s));
+  bool reported = false;
+  for (const auto& l : w.audit) reported |= l.find("peer certificate refused") != std::string::npos;
+  EXPECT_TRUE(reported) << ::testing::PrintToString(w.audit) << ::testing::PrintToString(a.logs);
+  EXPECT_EQ(a.pm->tunnel_count(), 0u);
 }
 
 TEST(P2pSim, RoamingRecoversWithinTwoSeconds) {

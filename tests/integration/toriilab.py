@@ -503,7 +503,9 @@ class Lab:
         return state
 
     def start_agent(self, state, keepalive="1s", extra=()):
-        argv = [AGENT, "run", "--state-dir", state, "--keepalive", keepalive, *extra]
+        # Loopback tests share the host's namespace: no TUN interface there (the netns tests in
+        # tests/netns exercise tunnels inside namespaces they create).
+        argv = [AGENT, "run", "--state-dir", state, "--keepalive", keepalive, "--no-tunnel", *extra]
         return self._spawn(f"torii-agent-{os.path.basename(state)}", argv)
 
     def agent_status(self, state):
