@@ -631,6 +631,32 @@ TEST(P2pSim, UdpBlockedFallsBackToRelayInsideTls) {
   EXPECT_GT(w.core->metrics().relay_tls_packets, 0u);
 }
 
+// The UDP network is down at first (all loss): the tunnel comes up inside the TLS control
+// session; when UDP works again, probing finds the direct path and traffic moves there, with the
+// same tunnel and data channel (A6 relay -> direct).
+TEST(P2pSim, RelayUpgradesToDirectWithoutDroppingTheTunnel) {
+  SimWorld w;
+  auto& a = w.add_agent("a", Kind::port_restricted);
+  auto& b = w.add_agent("b", Kind::restricted);
+  w.net.run_until(w.net.now() + 200ms);
+  w.net.set_loss(1.0);
+  ASSERT_TRUE(open_and_deliver(w, a, b, 10s)) << ::testing::PrintToString(a.logs);
+  auto s = SimWorld::peer_of(a, "b", w.net.now());
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->path, Path::relay_tls);
+  const uint64_t tunnel = s->tunnel_id;
+  w.net.set_loss(0.0);
+  for (int i = 0; i < 50; ++i) {
+    w.send_ip(a, b);
+    w.net.run_until(w.net.now() + 100ms);
+  }
+  s = SimWorld::peer_of(a, "b", w.net.now());
+  ASSERT_TRUE(s);
+  EXPECT_EQ(s->path, Path::direct) << ::testing::PrintToString(a.logs);
+  EXPECT_EQ(s->tunnel_id, tunnel);
+  EXPECT_GE(b.delivered.size(), 45u) << "no packet lost across the path change";
+}
+
 TEST(P2pSim, NoCandidatesMeansRelayBothWays) {
   SimWorld w;
   auto& a = w.add_agent("a", Kind::port_restricted);
