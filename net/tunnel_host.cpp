@@ -56,7 +56,8 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
   Endpoint server;
   uint16_t stun_port = 0;
   std::optional<Endpoint> srflx;
-  stun::TransactionId stun_txn{};
+  std::array<stun::TransactionId, 4> stun_txns{};  // the last requests (replies may cross)
+  size_t stun_next = 0;
   bool stun_pending = false;
   std::string overlay_v4, overlay_v6;
   uint64_t udp_send_errors = 0, tun_write_errors = 0;
@@ -97,7 +98,8 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
         try {
           tun->set_ipv6(v6->addr, int(w.overlay_ipv6_prefix()));
         } catch (const std::exception& e) {
-          spdlog::warn("overlay IPv6 not configured: {}", e.what());
+          spdlog::warn("overlay IPv6 not configured (IPv4 only): {}", e.what());
+          v6.reset();
         }
       }
     } catch (const std::exception& e) {
@@ -106,9 +108,11 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
       return;
     }
     overlay_v4 = w.overlay_ipv4();
-    overlay_v6 = w.overlay_ipv6();
-    spdlog::info("overlay interface {} with {}/{} and {}/{} (MTU {})", tun->name(), overlay_v4,
-                 w.overlay_ipv4_prefix(), overlay_v6, w.overlay_ipv6_prefix(), opts.mtu);
+    overlay_v6 = v6 ? w.overlay_ipv6() : "";
+    spdlog::info("overlay interface {} with {}/{}{} (MTU {})", tun->name(), overlay_v4,
+                 w.overlay_ipv4_prefix(),
+                 v6 ? " and " + overlay_v6 + "/" + std::to_string(w.overlay_ipv6_prefix()) : "",
+                 opts.mtu);
     tun_fd.emplace(io, ::dup(tun->fd()));
     asio::co_spawn(io, tun_loop(shared_from_this()), asio::detached);
   }
@@ -133,7 +137,7 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
     RAND_bytes(rnd.data(), int(rnd.size()));
     stun::Message m;
     m.transaction_id = stun::make_transaction_id(rnd);
-    stun_txn = m.transaction_id;
+    stun_txns[stun_next++ % stun_txns.size()] = m.transaction_id;
     stun_pending = true;
     const auto bytes = stun::serialize(m);
     Endpoint to = server;
@@ -143,10 +147,11 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
   }
 
   bool maybe_stun(const Endpoint& from, const uint8_t* p, size_t n) {
-    if (!stun_pending || n < 20 || from.port != stun_port || !from.same_address(server))
-      return false;
+    if (n < 20 || from.port != stun_port || !from.same_address(server)) return false;
     auto r = stun::parse(p, n);
-    if (!r || r.message->transaction_id != stun_txn) return false;
+    if (!r ||
+        std::find(stun_txns.begin(), stun_txns.end(), r.message->transaction_id) == stun_txns.end())
+      return false;
     stun_pending = false;
     auto mapped =
         r.message->xor_mapped_address ? r.message->xor_mapped_address : r.message->mapped_address;
@@ -336,6 +341,7 @@ nlohmann::json TunnelHost::status() const {
     e["tunnel_id"] = p.tunnel_id;
     e["method"] = p2p::to_string(p.method);
     e["cipher"] = p.cipher;
+    if (!p.error.empty()) e["error"] = p.error;
     peers.push_back(std::move(e));
   }
   j["peers"] = std::move(peers);

@@ -147,12 +147,19 @@ int main(int argc, char** argv) {
         while (std::chrono::steady_clock::now() < deadline) {
           const std::string st = net::agent_command(p, "status");
           auto j = nlohmann::json::parse(st.substr(3), nullptr, false);
-          for (const auto& e : j.value("peers", nlohmann::json::array()))
-            if (e.value("id", "") == peer && e.value("state", "") == "up") {
+          for (const auto& e : j.value("peers", nlohmann::json::array())) {
+            if (e.value("id", "") != peer) continue;
+            if (e.value("state", "") == "up") {
               std::cout << "tunnel to " << peer << " is up (" << e.value("path", "") << ", "
                         << e.value("endpoint", "") << ")\n";
               return 0;
             }
+            if (e.value("state", "") == "failed") {
+              std::cerr << "torii-agent: no tunnel to " << peer << ": " << e.value("error", "")
+                        << "\n";
+              return 1;
+            }
+          }
           std::this_thread::sleep_for(std::chrono::milliseconds(100));
         }
         std::cerr << "torii-agent: the tunnel to " << peer << " did not come up within 20 s; "

@@ -154,6 +154,16 @@ Endpoint PeerManager::relay_endpoint() const {
   return e;
 }
 
+void PeerManager::note_failure(Instant now, const std::string& peer, const std::string& why) {
+  if (failures_.size() >= 256 && !failures_.count(peer)) {
+    auto oldest = failures_.begin();
+    for (auto it = failures_.begin(); it != failures_.end(); ++it)
+      if (it->second.first < oldest->second.first) oldest = it;
+    failures_.erase(oldest);
+  }
+  failures_[peer] = {now, why};
+}
+
 void PeerManager::log(PeerActions& out, const std::string& peer, std::string text, bool warn) {
   out.push_back(peer_action::Log{peer, std::move(text), warn});
 }
@@ -189,6 +199,7 @@ bool PeerManager::connect(Instant now, const std::string& peer_id, PeerActions& 
     log(out, peer_id, "cannot open a tunnel to this device itself", true);
     return false;
   }
+  failures_.erase(peer_id);
   if (tunnels_.count(peer_id)) return true;
   for (const auto& [id, p] : pending_)
     if (p.peer_id == peer_id) return true;
@@ -303,6 +314,7 @@ void PeerManager::on_response(Instant now, const pb::PeerResponse& r, PeerAction
     ++stats_.tunnels_failed;
     stats_.dropped_queue += p.queued.size();
     log(out, name, "tunnel refused: " + r.message(), true);
+    note_failure(now, name, "refused by the server: " + r.message());
     return;
   }
   const auto& o = r.offer();
@@ -373,6 +385,7 @@ void PeerManager::remove_tunnel(Instant now, const std::string& peer_id, const s
       c->set_reason(why);
     })});
   log(out, peer_id, "tunnel " + std::to_string(t.id) + " closed: " + why);
+  if (!t.dc) note_failure(now, peer_id, why);
   ++stats_.tunnels_closed;
   stats_.dropped_queue += t.queued.size();
   by_index_.erase(t.local_index);
@@ -496,6 +509,7 @@ void PeerManager::on_handshake(Instant now, Tunnel& t, Path via, const Endpoint&
     }
     t.link = std::make_unique<dtls::Link>(cfg_.dtls, false, cfg_.dtls_mtu);
     t.handshake_started = now;
+    log(out, t.peer_id, std::string("DTLS handshake over ") + to_string(via) + " (responder)");
   }
   t.dtls_reply = via;
   t.dtls_reply_ep = from;
@@ -513,7 +527,8 @@ void PeerManager::start_handshake(Instant now, Tunnel& t, PeerActions& out) {
   t.handshake_started = now;
   Datagrams dg;
   t.link->start(dg);
-  log(out, t.peer_id, std::string("DTLS handshake over ") + to_string(best_path(t)));
+  log(out, t.peer_id,
+      std::string("DTLS handshake over ") + to_string(best_path(t)) + " (initiator)");
   after_dtls(now, t, dg, out);
 }
 
@@ -561,6 +576,12 @@ void PeerManager::after_dtls(Instant now, Tunnel& t, Datagrams& dgrams, PeerActi
     ++stats_.tunnels_failed;
     log(out, t.peer_id, "refused: " + refusal, true);
     return remove_tunnel(now, t.peer_id, "peer certificate refused: " + refusal, true, out);
+  }
+  // The handshake came over a direct path the peer authenticated: use it (the responder may not
+  // have had a probe reply yet).
+  if (!t.direct && t.dtls_reply == Path::direct) {
+    t.direct = t.dtls_reply_ep;
+    t.direct_rx = now;
   }
   const auto km = t.link->export_keying_material(tunnel::kExporterLabel, tunnel::kExportedKeySize);
   t.dc.emplace(cfg_.cipher,
@@ -746,8 +767,10 @@ std::optional<Instant> PeerManager::tick(Instant now, PeerActions& out) {
     if (now - it->second.started >= cfg_.timers.request_timeout) {
       stats_.dropped_queue += it->second.queued.size();
       ++stats_.tunnels_failed;
-      log(out, it->second.peer_id.empty() ? it->second.peer_address : it->second.peer_id,
-          "tunnel request unanswered", true);
+      const std::string name =
+          it->second.peer_id.empty() ? it->second.peer_address : it->second.peer_id;
+      log(out, name, "tunnel request unanswered", true);
+      note_failure(now, name, "the server did not answer the tunnel request");
       it = pending_.erase(it);
     } else {
       ++it;
@@ -875,6 +898,17 @@ std::vector<PeerStatus> PeerManager::status(Instant now) const {
     PeerStatus s;
     s.id = p.peer_id.empty() ? p.peer_address : p.peer_id;
     s.state = "signaling";
+    v.push_back(std::move(s));
+  }
+  for (const auto& [peer, f] : failures_) {
+    if (tunnels_.count(peer) || now - f.first > std::chrono::minutes(5)) continue;
+    bool pending = false;
+    for (const auto& [rid, p] : pending_) pending |= p.peer_id == peer || p.peer_address == peer;
+    if (pending) continue;
+    PeerStatus s;
+    s.id = peer;
+    s.state = "failed";
+    s.error = f.second;
     v.push_back(std::move(s));
   }
   return v;

@@ -78,7 +78,8 @@ const char* to_string(Path p);
 struct PeerStatus {
   std::string id;
   std::string overlay_ipv4, overlay_ipv6;
-  std::string state;  // "signaling", "connecting", "up"
+  std::string state;  // "signaling", "connecting", "up", "failed" (with `error`)
+  std::string error;
   Path path = Path::none;
   std::optional<Endpoint> endpoint;
   std::optional<uint32_t> rtt_ms;
@@ -213,6 +214,10 @@ class PeerManager {
   std::unordered_map<uint64_t, Tunnel*> by_tunnel_id_;
   std::map<std::array<uint8_t, 17>, Tunnel*> by_overlay_;  // family byte + address
   PeerStats stats_;
+  // Why the last attempt to reach a peer failed (refused, unanswered, handshake), for status
+  // and `connect --wait`; cleared by a new connect. Bounded: oldest entries go first.
+  std::map<std::string, std::pair<Instant, std::string>> failures_;
+  void note_failure(Instant now, const std::string& peer, const std::string& why);
 };
 
 }  // namespace torii::p2p
