@@ -179,7 +179,8 @@ TEST_F(SignalingTest, DeclineAndTimeout) {
   core.tick(at(100 + limits::kPeerConfirmTimeout.count() - 1), out);
   EXPECT_FALSE(response(sent(out, s1)));
   core.tick(at(100 + limits::kPeerConfirmTimeout.count()), out);
-  const auto* r = response(sent(out, s1));
+  const auto msgs = sent(out, s1);
+  const auto* r = response(msgs);
   ASSERT_TRUE(r);
   EXPECT_EQ(r->code(), pb::ERROR_CODE_PEER_TIMEOUT);
   EXPECT_EQ(r->request_id(), 9u);
