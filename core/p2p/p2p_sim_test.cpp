@@ -175,6 +175,7 @@ class SimWorld {
     Endpoint overlay4;
     bool ticking = true;
     stun::TransactionId stun_txn{};
+    std::optional<Endpoint> srflx;
   };
 
   explicit SimWorld(uint64_t seed = 7) : net(seed, 10ms) {
@@ -281,6 +282,7 @@ class SimWorld {
     if (from.port != kStunPort) return false;
     auto r = stun::parse(d.data(), d.size());
     if (!r || r.message->transaction_id != a.stun_txn) return true;
+    a.srflx = r.message->xor_mapped_address;
     std::vector<Endpoint> cands{net.address_of(a.host, kAgentPort)};
     if (r.message->xor_mapped_address && *r.message->xor_mapped_address != cands[0])
       cands.insert(cands.begin(), *r.message->xor_mapped_address);
@@ -528,6 +530,35 @@ TEST(P2pSim, TwoDevicesBehindOneNatGoDirectOnTheLan) {
   EXPECT_EQ(s->path, Path::direct);
   ASSERT_TRUE(s->endpoint);
   EXPECT_EQ(s->endpoint->address_string().rfind("192.168.50.", 0), 0u) << s->endpoint->to_string();
+}
+
+// Two devices behind one NAT that cannot use their LAN addresses (e.g. different VLANs behind
+// one router): with hairpinning they meet at the NAT's public address; without it they relay.
+TEST(P2pSim, SameNatWithoutLanPathUsesHairpinOrRelay) {
+  for (bool hairpin : {true, false}) {
+    SimWorld w;
+    auto cfg = nat_config(Kind::port_restricted);
+    cfg.hairpin = hairpin;
+    auto nat = w.net.add_nat("shared", "198.18.9.1", cfg);
+    auto& a = w.add_agent("a", Kind::port_restricted, "g1", nat);
+    auto& b = w.add_agent("b", Kind::port_restricted, "g1", nat);
+    w.net.run_until(w.net.now() + 200ms);
+    // Only the server-reflexive candidate (the NAT's public address) is offered.
+    ASSERT_TRUE(a.srflx && b.srflx);
+    a.pm->set_candidates({*a.srflx});
+    b.pm->set_candidates({*b.srflx});
+    ASSERT_TRUE(open_and_deliver(w, a, b)) << "hairpin " << hairpin;
+    w.net.run_until(w.net.now() + 2s);
+    auto s = SimWorld::peer_of(a, "b", w.net.now());
+    ASSERT_TRUE(s);
+    if (hairpin) {
+      EXPECT_EQ(s->path, Path::direct);
+      ASSERT_TRUE(s->endpoint);
+      EXPECT_EQ(s->endpoint->address_string(), "198.18.9.1");
+    } else {
+      EXPECT_EQ(s->path, Path::relay_udp);
+    }
+  }
 }
 
 TEST(P2pSim, OtherGroupIsRefusedAndAudited) {
