@@ -1,5 +1,6 @@
 // torii-agent — runs on each device: enrolls with toriid (A1), keeps the server session with
-// mutual TLS, attributes, ECHO keepalive and reconnect backoff (A2-A5). Listens on nothing.
+// mutual TLS, attributes, ECHO keepalive and reconnect backoff (A2-A5), peer-to-peer tunnels on a
+// TUN interface (A6-A11). Listens on no network port.
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
@@ -38,7 +39,9 @@ Duration parse_duration(const std::string& text) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"torii-agent — torii device agent (enrollment, server session, keepalive)"};
+  CLI::App app{
+      "torii-agent — torii device agent (enrollment, server session, keepalive, peer-to-peer "
+      "tunnels)"};
   app.set_version_flag("--version", std::string("torii-agent ") + TORII_VERSION);
   app.require_subcommand(1);
   std::string log_level = "info";

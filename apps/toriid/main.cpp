@@ -63,7 +63,9 @@ std::string default_advertise(const Endpoint& listen) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"toriid — torii management server (device registration, STUN, admin API)"};
+  CLI::App app{
+      "toriid — torii management server (device registration, STUN, peer signaling and relay, "
+      "admin API)"};
   app.set_version_flag("--version", std::string("toriid ") + TORII_VERSION);
   net::ServerSettings s;
   std::string config_file;
