@@ -1,6 +1,8 @@
 // Administrative operations of toriid (see server_admin.hpp).
 #include "net/server_admin.hpp"
 
+#include "net/relay_server.hpp"
+
 #include <fmt/format.h>
 
 #include "core/server/enrollment.hpp"
@@ -185,6 +187,26 @@ std::string ServerAdmin::metrics_text() {
          line("torii_offline_timeouts_total", m.offline_timeouts));
   metric("torii_revocations_total", "counter", "Devices revoked.",
          line("torii_revocations_total", m.revocations));
+  metric("torii_peer_requests_total", "counter", "Tunnel requests by outcome (A6).",
+         line("torii_peer_requests_total", m.peer_requests, "{outcome=\"received\"}") +
+             line("torii_peer_requests_total", m.peer_refused, "{outcome=\"refused\"}") +
+             line("torii_peer_requests_total", m.peer_timeouts, "{outcome=\"timeout\"}") +
+             line("torii_peer_requests_total", m.peer_rate_limited, "{outcome=\"rate_limited\"}"));
+  metric("torii_tunnels_brokered", "gauge", "Open tunnels the server brokered.",
+         line("torii_tunnels_brokered", m.tunnels_open));
+  metric("torii_relay_tls_packets_total", "counter",
+         "Tunnel packets relayed inside TLS sessions (last-resort relay).",
+         line("torii_relay_tls_packets_total", m.relay_tls_packets) +
+             line("torii_relay_tls_packets_total", m.relay_tls_dropped, "{outcome=\"dropped\"}"));
+  if (relay_) {
+    const auto r = relay_->stats();
+    metric("torii_relay_udp_packets_total", "counter", "UDP tunnel relay datagrams by outcome.",
+           line("torii_relay_udp_packets_total", r.forwarded, "{outcome=\"forwarded\"}") +
+               line("torii_relay_udp_packets_total", r.binds, "{outcome=\"bind\"}") +
+               line("torii_relay_udp_packets_total",
+                    r.dropped_unbound + r.dropped_unauth + r.dropped_malformed + r.dropped_stale,
+                    "{outcome=\"dropped\"}"));
+  }
   if (stun_) {
     const auto s = stun_->stats();
     metric("torii_stun_requests_total", "counter", "STUN datagrams received.",

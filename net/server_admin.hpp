@@ -22,6 +22,7 @@ class ServerAdmin final : public AdminBackend {
   ServerAdmin(store::Store& store, ControlServer& control, AuditLog& audit, ServerAdminOptions opts)
       : store_(store), control_(control), audit_(audit), opts_(std::move(opts)) {}
   void set_stun(const StunServer* stun) { stun_ = stun; }
+  void set_relay(const class RelayServer* relay) { relay_ = relay; }
   void set_unauthorized_counter(std::function<uint64_t()> f) { unauthorized_ = std::move(f); }
 
   store::Group create_group(const std::string& name) override;
@@ -43,6 +44,7 @@ class ServerAdmin final : public AdminBackend {
   AuditLog& audit_;
   ServerAdminOptions opts_;
   const StunServer* stun_ = nullptr;
+  const class RelayServer* relay_ = nullptr;
   std::function<uint64_t()> unauthorized_;
 };
 

@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <spdlog/spdlog.h>
 
+#include <google/protobuf/stubs/logging.h>
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
@@ -107,6 +108,9 @@ int main(int argc, char** argv) {
   status->add_flag("--json", s_json, "JSON output");
 
   CLI11_PARSE(app, argc, argv);
+  // Malformed strings from a peer would make libprotobuf write to stderr for every message: the
+  // decoder already refuses them (counted as malformed), so its own logging only adds noise.
+  google::protobuf::SetLogHandler(nullptr);
   spdlog::set_level(spdlog::level::from_str(log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
   ::signal(SIGPIPE, SIG_IGN);

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <google/protobuf/stubs/logging.h>
 #include <CLI/CLI.hpp>
 #include <boost/asio.hpp>
 #include <fstream>
@@ -95,6 +96,9 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error (default info)");
   app.add_option("--threads", threads, "I/O threads (default: one per core)");
   CLI11_PARSE(app, argc, argv);
+  // Malformed strings from a peer would make libprotobuf write to stderr for every message: the
+  // decoder already refuses them (counted as malformed), so its own logging only adds noise.
+  google::protobuf::SetLogHandler(nullptr);
 
   try {
     if (!config_file.empty()) {
@@ -169,6 +173,7 @@ int main(int argc, char** argv) {
                            {s.advertise, fp, std::chrono::seconds(s.token_ttl_seconds)});
     net::AdminApi api_server(io, s.api, admin_token, admin);
     admin.set_stun(&stun_server);
+    admin.set_relay(relay_server.get());
     admin.set_unauthorized_counter([&] { return api_server.unauthorized_count(); });
 
     control.start();

@@ -422,7 +422,10 @@ void ServerCore::on_closed(const Now& now, SessionId sid, CloseKind kind, Action
                                                       : "connection error";
     audit(now, "session.close", s->device_id, s->source, how, out);
     auto it = online_.find(s->device_id);
-    if (it != online_.end() && it->second == sid) online_.erase(it);
+    if (it != online_.end() && it->second == sid) {
+      online_.erase(it);
+      request_buckets_.erase(s->device_id);
+    }
     dirty_presence_[s->device_id] = store::Presence{s->device_id, s->last_seen, s->rtt_ms};
     ++metrics_.sessions_closed;
   } else if (s->state == State::closing && !s->device_id.empty()) {

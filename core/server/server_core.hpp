@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "core/endpoint.hpp"
+#include "core/p2p/method.hpp"
 #include "core/server/enrollment.hpp"
 #include "core/server/failure_limiter.hpp"
 #include "core/server/overlay.hpp"
-#include "core/p2p/method.hpp"
 #include "core/session/limits.hpp"
 #include "core/store/store.hpp"
 #include "core/stun/nat_probe.hpp"
@@ -115,6 +115,7 @@ struct Metrics {
   uint64_t peer_requests = 0;
   uint64_t peer_refused = 0;
   uint64_t peer_timeouts = 0;
+  uint64_t peer_rate_limited = 0;
   uint64_t tunnels_open = 0;  // brokered tunnels (gauge)
   uint64_t relay_tls_packets = 0;
   uint64_t relay_tls_dropped = 0;
@@ -205,8 +206,8 @@ class ServerCore {
     uint64_t id = 0;
     std::string src, dst;  // requesting device, destination device
     uint64_t request_id = 0;
-    bool open = false;     // destination confirmed
-    Instant deadline{};    // confirmation deadline while pending
+    bool open = false;   // destination confirmed
+    Instant deadline{};  // confirmation deadline while pending
     p2p::Method method = p2p::Method::relay;
     std::array<uint8_t, 32> punch_key{};
     std::array<uint8_t, 32> relay_key{};
@@ -248,6 +249,13 @@ class ServerCore {
   std::unordered_map<uint64_t, Tunnel> tunnels_;
   std::unordered_map<std::string, std::set<uint64_t>> tunnels_by_device_;
   std::set<std::pair<Instant, uint64_t>> tunnel_deadlines_;
+  struct RequestBucket {
+    uint32_t tokens = limits::kPeerRequestBurst;
+    Instant refilled{};
+    bool audited = false;  // one audit entry per burst of refusals, not one per request
+  };
+  std::unordered_map<std::string, RequestBucket> request_buckets_;  // online devices only
+  bool take_request_token(const Now& now, const std::string& device_id, bool& first_refusal);
 };
 
 // NAT behaviour between the wire enum and the STUN probe's (A3).

@@ -105,9 +105,46 @@ void ServerCore::fill_offer(const Tunnel& t, bool for_src, const store::Device& 
     o.set_predict_ports(limits::kDefaultPredictPorts);
 }
 
+bool ServerCore::take_request_token(const Now& now, const std::string& device_id,
+                                    bool& first_refusal) {
+  auto [it, fresh] = request_buckets_.try_emplace(device_id);
+  RequestBucket& b = it->second;
+  if (fresh) b.refilled = now.mono;
+  const auto refill = uint64_t((now.mono - b.refilled) / limits::kPeerRequestInterval);
+  if (refill > 0) {
+    b.tokens = uint32_t(std::min<uint64_t>(limits::kPeerRequestBurst, b.tokens + refill));
+    b.refilled += refill * limits::kPeerRequestInterval;
+  }
+  if (b.tokens > 0) {
+    --b.tokens;
+    b.audited = false;
+    return true;
+  }
+  first_refusal = !b.audited;
+  b.audited = true;
+  return false;
+}
+
 void ServerCore::on_peer_request(const Now& now, Session& s, const pb::PeerRequest& r,
                                  Actions& out) {
   ++metrics_.peer_requests;
+  // D1: requests beyond the device's rate are refused; only the first of a burst is audited.
+  if (bool first = false; !take_request_token(now, s.device_id, first)) {
+    ++metrics_.peer_rate_limited;
+    if (first)
+      audit(now, "peer.rate_limited", s.device_id, s.source,
+            "tunnel requests above " + std::to_string(limits::kPeerRequestBurst) + " per burst",
+            out);
+    send(s, make_frame([&](pb::Envelope& e) {
+           auto* resp = e.mutable_peer_response();
+           resp->set_request_id(r.request_id());
+           resp->set_ok(false);
+           resp->set_code(pb::ERROR_CODE_RATE_LIMITED);
+           resp->set_message("too many tunnel requests; retry later");
+         }),
+         out);
+    return;
+  }
   // Resolve the destination: by ID, or by overlay address (a packet to it opened the tunnel).
   std::optional<store::Device> dst;
   std::string named = r.peer_id();

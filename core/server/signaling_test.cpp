@@ -225,5 +225,29 @@ TEST_F(SignalingTest, RevocationTearsDownTunnelsAndRelay) {
   EXPECT_EQ(core.metrics().relay_tls_dropped, 1u);
 }
 
+// D1: a device making requests faster than its bucket refills is refused (RATE_LIMITED), audited
+// once per burst, and its peer hears nothing of the refused requests.
+TEST_F(SignalingTest, PeerRequestsAreRateLimited) {
+  Actions out;
+  SessionId s1 = connect("cam1", "aa01", 0, out);
+  SessionId s2 = connect("cam2", "aa02", 0, out);
+  out.clear();
+  for (uint32_t i = 0; i < limits::kPeerRequestBurst; ++i)
+    core.on_frame(at(10), s1, request("cam2", i), out);
+  EXPECT_EQ(sent(out, s2).size(), limits::kPeerRequestBurst);
+  out.clear();
+  for (int i = 0; i < 5; ++i) core.on_frame(at(10), s1, request("cam2", 100 + i), out);
+  const auto msgs = sent(out, s1);
+  ASSERT_EQ(msgs.size(), 5u);
+  for (const auto& m : msgs) EXPECT_EQ(m.peer_response().code(), pb::ERROR_CODE_RATE_LIMITED);
+  EXPECT_TRUE(sent(out, s2).empty());
+  EXPECT_EQ(audits(out), std::vector<std::string>{"peer.rate_limited"});
+  EXPECT_EQ(core.metrics().peer_rate_limited, 5u);
+  // One token comes back per interval.
+  out.clear();
+  core.on_frame(at(10 + limits::kPeerRequestInterval.count()), s1, request("cam2", 200), out);
+  EXPECT_EQ(sent(out, s2).size(), 1u);
+}
+
 }  // namespace
 }  // namespace torii::server
