@@ -86,7 +86,7 @@ echo "== provisioning $REQUESTED devices"
 PROV=$($BR provision --data-dir "$DATA" --devices "$REQUESTED" --group bench --json)
 echo "$PROV"
 
-"$TORIID" --data-dir "$DATA" --listen 127.0.0.1:0 --stun 127.0.0.1:0 --api 127.0.0.1:0 \
+"$TORIID" --data-dir "$DATA" --listen 127.0.0.1:0 --stun 127.0.0.1:0 --relay 127.0.0.1:0 --api 127.0.0.1:0 \
   --threads "$THREADS" >"$WORK/toriid.log" 2>&1 &
 TORIID_PID=$!
 PORT=""

@@ -48,7 +48,7 @@ trap 'exit 130' INT TERM
 DATA=$WORK/data
 $BR provision --data-dir "$DATA" --devices "$N" --group bench
 valgrind --tool=massif --massif-out-file="$WORK/massif.out" --depth=40 --threshold=0.2 \
-  "$TORIID" --data-dir "$DATA" --listen 127.0.0.1:0 --stun 127.0.0.1:0 --api 127.0.0.1:0 \
+  "$TORIID" --data-dir "$DATA" --listen 127.0.0.1:0 --stun 127.0.0.1:0 --relay 127.0.0.1:0 --api 127.0.0.1:0 \
   --threads 2 >"$WORK/toriid.log" 2>&1 &
 TORIID_PID=$!
 PORT=""

@@ -65,7 +65,7 @@ echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d
 echo "== provisioning $DEVICES devices"
 $BR provision --data-dir "$DATA" --devices "$DEVICES" --group bench
 
-"$TORIID" --data-dir "$DATA" --listen 127.0.0.1:0 --stun 127.0.0.1:0 --api 127.0.0.1:0 \
+"$TORIID" --data-dir "$DATA" --listen 127.0.0.1:0 --stun 127.0.0.1:0 --relay 127.0.0.1:0 --api 127.0.0.1:0 \
   --threads "$THREADS" --log-level "$LOG_LEVEL" >"$WORK/toriid.log" 2>&1 &
 TORIID_PID=$!
 PORT=""

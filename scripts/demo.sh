@@ -25,14 +25,14 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*"; "$@"; }
 
 step "Start toriid (data in $work/server)"
-"$bin/toriid" --data-dir "$work/server" --listen 127.0.0.1:17443 --stun 127.0.0.1:13478 \
+"$bin/toriid" --data-dir "$work/server" --listen 127.0.0.1:17443 --stun 127.0.0.1:13478 --relay 127.0.0.1:13480 \
   --stun-alt 127.0.0.2:13479 --api "unix:$work/admin.sock" --advertise 127.0.0.1:17443 \
   >"$work/toriid.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do grep -q 'CA fingerprint' "$work/toriid.log" 2>/dev/null && break; sleep 0.1; done
 cat "$work/toriid.log"
 if ! kill -0 "${pids[0]}" 2>/dev/null || ! grep -q 'CA fingerprint' "$work/toriid.log"; then
-  echo "demo: toriid did not start (see above); are ports 17443/13478/13479 free?" >&2
+  echo "demo: toriid did not start (see above); are ports 17443/13478/13479/13480 free?" >&2
   exit 1
 fi
 fp=$(awk '/CA fingerprint/ {print $NF}' "$work/toriid.log")

@@ -380,7 +380,8 @@ class Lab:
         if self.config_path:
             argv += ["--config", self.config_path]
         argv += ["--data-dir", self.data, "--listen", self.control, "--stun", self.stun,
-                 "--stun-alt", self.stun_alt, "--api", self.api, "--advertise", self.control]
+                 "--stun-alt", self.stun_alt, "--api", self.api, "--advertise", self.control,
+                 "--relay", "127.0.0.1:0"]  # loopback only, any free port
         return argv
 
     def start_server(self):
