@@ -238,14 +238,14 @@ class PortInUse(Fatal):
 class Proc:
     """A started process with its log file, run in its own process group."""
 
-    def __init__(self, name, argv, log_path, env=None):
+    def __init__(self, name, argv, log_path, env=None, cwd=None):
         self.name = name
         self.argv = argv
         self.log_path = log_path
         self._log = open(log_path, "ab")
         self.popen = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT,
                                       stdin=subprocess.DEVNULL, start_new_session=True, env=env,
-                                      preexec_fn=_die_with_parent)
+                                      cwd=cwd, preexec_fn=_die_with_parent)
         self.pid = self.popen.pid
 
     def poll(self):

@@ -45,7 +45,6 @@ Environment: TORII_BIN (folder with toriid, torii, torii-agent) for the torii he
 
 import atexit
 import collections
-import ctypes
 import ipaddress
 import json
 import os
@@ -58,6 +57,9 @@ import sys
 import tempfile
 import time
 import weakref
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
+import toriilab  # noqa: E402  (shared process handling)
 import xml.etree.ElementTree as ET
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -192,53 +194,18 @@ def nat_ruleset(kind, outside_ip, lan, device_ip):
 
 # ---- processes ------------------------------------------------------------------------------
 
-def _die_with_parent():
-    """preexec_fn: SIGKILL the child when this Python process dies (even by SIGKILL)."""
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - best effort; close() still kills it
-        pass
-
-
-class LabProc:
-    """A process started in a namespace, in its own process group, output in a log file."""
+class LabProc(toriilab.Proc):
+    """A process started in a namespace, in its own process group, output in a log file (the
+    integration tests' Proc, run through `ip netns exec`)."""
 
     def __init__(self, name, ns, argv, log_path, env=None, cwd=None):
-        self.name = name
+        # `ip netns exec` execs the command in place: the PID is the command's.
+        super().__init__(name, ["ip", "netns", "exec", ns, *argv], log_path, env=env, cwd=cwd)
         self.ns = ns
         self.argv = argv
-        self.log_path = log_path
-        self._log = open(log_path, "ab")
-        self.popen = subprocess.Popen(["ip", "netns", "exec", ns, *argv], stdout=self._log,
-                                      stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                      start_new_session=True, env=env, cwd=cwd,
-                                      preexec_fn=_die_with_parent)
-        # `ip netns exec` execs the command in place: this PID is the command's.
-        self.pid = self.popen.pid
-
-    def poll(self):
-        return self.popen.poll()
 
     def alive(self):
         return self.popen.poll() is None
-
-    def wait(self, timeout):
-        """Exit code; AssertionError if still running after `timeout` seconds."""
-        try:
-            return self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"{self.name} (pid {self.pid}) still running after {timeout}s")
-
-    def signal(self, sig):
-        if self.popen.poll() is None:
-            os.kill(self.pid, sig)
-
-    def log(self):
-        try:
-            with open(self.log_path, "rb") as f:
-                return f.read().decode(errors="replace")
-        except OSError:
-            return ""
 
     def stop(self, grace=STOP_GRACE):
         """SIGTERM to the process group, SIGKILL after `grace` s, reap. Safe to call twice."""
@@ -251,17 +218,7 @@ class LabProc:
                 self.popen.wait(timeout=grace)
             except subprocess.TimeoutExpired:
                 pass
-        for sig in (signal.SIGCONT, signal.SIGKILL):  # also whatever is left in the group
-            try:
-                os.killpg(self.pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-        try:
-            self.popen.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
-        if not self._log.closed:
-            self._log.close()
+        self.kill_group()
 
 
 # ---- nodes and sites ------------------------------------------------------------------------

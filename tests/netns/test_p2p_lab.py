@@ -93,7 +93,7 @@ def timed_ping(node, dst, count=3, wait_s=2):
     argv = ["ip", "netns", "exec", node.ns, "ping", "-n", "-c", str(count), "-W", str(wait_s), dst]
     t0 = time.monotonic()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         preexec_fn=netlab._die_with_parent)
+                         preexec_fn=netlab.toriilab._die_with_parent)
     replies, first_wall, lines = [], None, []
     try:
         for line in p.stdout:
