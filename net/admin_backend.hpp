@@ -2,10 +2,10 @@
 // the Store and the server core; tests implement it with a fake. Errors are AdminError with an
 // HTTP status and a message for the operator.
 #pragma once
-#include <tuple>
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/store/store.hpp"
@@ -36,7 +36,7 @@ struct DeviceView {
   store::Device device;
   bool online = false;
   std::optional<UnixMs> connected_since;
-  std::string session_source;  // peer address of the live session, "" if offline
+  std::string session_source;              // peer address of the live session, "" if offline
   std::string overlay_ipv4, overlay_ipv6;  // A9
   std::vector<std::tuple<uint64_t, std::string, std::string>> tunnels;  // id, peer, method
 };

@@ -102,8 +102,10 @@ void validate(const ServerSettings& s) {
   if (s.relay != "off") parse_listen("--relay", s.relay);
   {
     server::OverlayPlan plan;
-    if (auto e = plan.set_ipv4(s.overlay_ipv4); !e.empty()) throw ConfigError("--overlay-ipv4: " + e);
-    if (auto e = plan.set_ipv6(s.overlay_ipv6); !e.empty()) throw ConfigError("--overlay-ipv6: " + e);
+    if (auto e = plan.set_ipv4(s.overlay_ipv4); !e.empty())
+      throw ConfigError("--overlay-ipv4: " + e);
+    if (auto e = plan.set_ipv6(s.overlay_ipv6); !e.empty())
+      throw ConfigError("--overlay-ipv6: " + e);
   }
   if (s.api.rfind("unix:", 0) != 0) {
     auto api = parse_listen("--api", s.api);

@@ -24,9 +24,9 @@ struct ServerSettings {
   std::string stun_alt;                // "" = no RFC 5780 alternate address
   std::string relay = "0.0.0.0:3480";  // UDP tunnel relay (A6); "off" = relay only inside TLS
   std::string overlay_ipv4 = "100.64.0.0/10";  // A9 overlay prefixes
-  std::string overlay_ipv6;            // "" = a ULA /64 derived from the CA
-  std::string api = "127.0.0.1:7444";  // ADDR:PORT or unix:PATH; localhost only by default
-  std::string advertise;               // HOST:PORT put in enroll commands; "" = derived
+  std::string overlay_ipv6;                    // "" = a ULA /64 derived from the CA
+  std::string api = "127.0.0.1:7444";          // ADDR:PORT or unix:PATH; localhost only by default
+  std::string advertise;                       // HOST:PORT put in enroll commands; "" = derived
   std::string log_level = "info";
   int threads = 0;  // 0 = one per core
   uint32_t auth_failures_per_source = limits::kAuthFailuresPerSource;

@@ -426,8 +426,9 @@ TYPED_TEST_P(StoreConformance, OverlayIndexes) {
   EXPECT_EQ(s.get_device("b")->overlay_index, 2u);  // revocation keeps the address reserved
 }
 
-REGISTER_TYPED_TEST_SUITE_P(StoreConformance, OverlayIndexes, Groups, AddDevice, AddDeviceConflictAndUnknownGroup,
-                            TokenConsumedOnce, WrongExpiredOrUnknownTokenRefused,
+REGISTER_TYPED_TEST_SUITE_P(StoreConformance, OverlayIndexes, Groups, AddDevice,
+                            AddDeviceConflictAndUnknownGroup, TokenConsumedOnce,
+                            WrongExpiredOrUnknownTokenRefused,
                             ConcurrentEnrollmentsConsumeTokenOnce, Revoke, AttributesRoundTrip,
                             PresenceBatch, Audit, AuditBatch, ConcurrentAuditAppends);
 

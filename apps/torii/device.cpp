@@ -47,8 +47,8 @@ void print_device(const nlohmann::json& d) {
   row("Overlay:", text_or_dash(d, "overlay_ipv4") + ", " + text_or_dash(d, "overlay_ipv6"));
   std::string tunnels;
   for (const auto& t : d.value("tunnels", nlohmann::json::array()))
-    tunnels += (tunnels.empty() ? "" : ", ") + t.value("peer", "?") + " (" +
-               t.value("method", "?") + ")";
+    tunnels +=
+        (tunnels.empty() ? "" : ", ") + t.value("peer", "?") + " (" + t.value("method", "?") + ")";
   row("Tunnels:", tunnels.empty() ? "-" : tunnels);
   std::string local;
   for (const auto& a : d.value("local_addresses", nlohmann::json::array())) {
@@ -139,14 +139,12 @@ void register_device_commands(CLI::App& cmd, const Globals& g, Action& action) {
       for (const auto& d : devices) {
         rows.push_back({text_or_dash(d, "id"), text_or_dash(d, "group"), text_or_dash(d, "state"),
                         yes_no(d, "online"), text_or_dash(d, "overlay_ipv4"),
-                        text_or_dash(d, "nat_type"),
-                        text_or_dash(d, "public_endpoint"), rtt_text(d), last_seen_text(d, now),
-                        text_or_dash(d, "agent_version")});
+                        text_or_dash(d, "nat_type"), text_or_dash(d, "public_endpoint"),
+                        rtt_text(d), last_seen_text(d, now), text_or_dash(d, "agent_version")});
       }
-      print_table(
-          {"ID", "GROUP", "STATE", "ONLINE", "OVERLAY", "NAT", "PUBLIC ENDPOINT", "RTT", "LAST SEEN",
-           "AGENT"},
-          rows);
+      print_table({"ID", "GROUP", "STATE", "ONLINE", "OVERLAY", "NAT", "PUBLIC ENDPOINT", "RTT",
+                   "LAST SEEN", "AGENT"},
+                  rows);
     };
   });
 

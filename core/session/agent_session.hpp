@@ -43,8 +43,8 @@ struct Tunnel {
   ::torii::control::v1::Envelope envelope;
 };
 }  // namespace agent_action
-using AgentAction = std::variant<agent_action::Send, agent_action::Close,
-                                 agent_action::Established, agent_action::Tunnel>;
+using AgentAction = std::variant<agent_action::Send, agent_action::Close, agent_action::Established,
+                                 agent_action::Tunnel>;
 using AgentActions = std::vector<AgentAction>;
 
 enum class AgentState { idle, awaiting_welcome, established, closing, closed };

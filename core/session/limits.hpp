@@ -56,15 +56,15 @@ inline constexpr Duration kPresenceFlushInterval = 10s;
 
 // Peer-to-peer signaling and tunnels (A6-A11).
 inline constexpr size_t kMaxCandidates = 16;
-inline constexpr size_t kTunnelKeyBytes = 32;        // punch and relay keys
-inline constexpr size_t kMaxRelayPacket = 2048;      // a tunnel packet inside RelayData
+inline constexpr size_t kTunnelKeyBytes = 32;          // punch and relay keys
+inline constexpr size_t kMaxRelayPacket = 2048;        // a tunnel packet inside RelayData
 inline constexpr size_t kMaxPendingPeerRequests = 32;  // per session, awaiting confirmation
 // Peer requests per device: a token bucket of kPeerRequestBurst refilled at one token per
 // kPeerRequestInterval (D1: a device cannot make the server flood its peers with instructions).
 inline constexpr uint32_t kPeerRequestBurst = 20;
 inline constexpr Duration kPeerRequestInterval = 500ms;
-inline constexpr size_t kMaxTunnelsPerDevice = 1024;   // brokered tunnels the server remembers
-inline constexpr Duration kPeerConfirmTimeout = 5s;    // destination must answer the instruction
-inline constexpr uint32_t kDefaultPredictPorts = 16;   // PORT_PREDICTION spray width
+inline constexpr size_t kMaxTunnelsPerDevice = 1024;  // brokered tunnels the server remembers
+inline constexpr Duration kPeerConfirmTimeout = 5s;   // destination must answer the instruction
+inline constexpr uint32_t kDefaultPredictPorts = 16;  // PORT_PREDICTION spray width
 
 }  // namespace torii::limits
