@@ -163,7 +163,11 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
     return true;
   }
 
-  void execute(p2p::PeerActions& acts) {
+  // `rearm`: the tick loop re-reads the PeerManager's deadlines now. Needed after control
+  // events (a new tunnel wants its first probes at once), not on the data path: there the
+  // loop's own wake-up (at most 500 ms, 200 ms while a tunnel opens) is soon enough, and waking
+  // it per packet would run every tunnel's timers per packet.
+  void execute(p2p::PeerActions& acts, bool rearm = true) {
     for (auto& a : acts) {
       if (auto* u = std::get_if<p2p::peer_action::SendUdp>(&a)) {
         boost::system::error_code ec;
@@ -182,7 +186,7 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
       }
     }
     acts.clear();
-    timer.cancel();  // re-arm the tick loop for the new deadlines
+    if (rearm) timer.cancel();
   }
 
   static asio::awaitable<void> udp_loop(std::shared_ptr<Impl> self) {
@@ -198,7 +202,7 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
       const Endpoint f = from_asio(from);
       if (self->maybe_stun(f, buf.data(), n)) continue;
       self->pm.on_udp(mono_now(), f, {buf.data(), n}, out);
-      if (!out.empty()) self->execute(out);
+      if (!out.empty()) self->execute(out, false);
     }
   }
 
@@ -215,7 +219,7 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
         if (n <= 0) break;
         self->pm.on_ip(mono_now(), {buf.data(), size_t(n)}, out);
       }
-      if (!out.empty()) self->execute(out);
+      if (!out.empty()) self->execute(out, false);
     }
   }
 
@@ -226,7 +230,7 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
     while (!self->stopped) {
       const Instant now = mono_now();
       auto next = self->pm.tick(now, out);
-      if (!out.empty()) self->execute(out);
+      if (!out.empty()) self->execute(out, false);
       // STUN for the server-reflexive candidate: retry each second until answered, then every
       // 30 s (a changed public endpoint means the NAT mapping moved: roaming).
       if (self->session_up && self->stun_port &&
