@@ -53,6 +53,16 @@ class SignalingTest : public ServerCoreTest {
       if (e.has_peer_response()) return &e.peer_response();
     return nullptr;
   }
+  // cam1 and cam2 online; cam1 asks for cam2; returns the tunnel ID of the instruction cam2 got.
+  uint64_t instructed(Actions& out, SessionId& s1, SessionId& s2) {
+    s1 = connect("cam1", "aa01", 0, out);
+    s2 = connect("cam2", "aa02", 0, out);
+    out.clear();
+    core.on_frame(at(10), s1, request("cam2"), out);
+    const auto to2 = sent(out, s2);
+    EXPECT_EQ(to2.size(), 1u);
+    return to2.empty() ? 0 : to2[0].connect_instruction().offer().tunnel_id();
+  }
   template <typename T>
   static bool has(const Actions& out) {
     for (const auto& a : out)
@@ -155,11 +165,8 @@ TEST_F(SignalingTest, RefusalsAreAuditedAndClear) {
 
 TEST_F(SignalingTest, DeclineAndTimeout) {
   Actions out;
-  SessionId s1 = connect("cam1", "aa01", 0, out);
-  SessionId s2 = connect("cam2", "aa02", 0, out);
-  out.clear();
-  core.on_frame(at(10), s1, request("cam2"), out);
-  uint64_t tid = sent(out, s2)[0].connect_instruction().offer().tunnel_id();
+  SessionId s1 = 0, s2 = 0;
+  const uint64_t tid = instructed(out, s1, s2);
   out.clear();
   core.on_frame(at(20), s2, confirm(tid, false), out);
   ASSERT_TRUE(response(sent(out, s1)));
@@ -189,11 +196,8 @@ TEST_F(SignalingTest, DeclineAndTimeout) {
 
 TEST_F(SignalingTest, RevocationTearsDownTunnelsAndRelay) {
   Actions out;
-  SessionId s1 = connect("cam1", "aa01", 0, out);
-  SessionId s2 = connect("cam2", "aa02", 0, out);
-  out.clear();
-  core.on_frame(at(10), s1, request("cam2"), out);
-  uint64_t tid = sent(out, s2)[0].connect_instruction().offer().tunnel_id();
+  SessionId s1 = 0, s2 = 0;
+  const uint64_t tid = instructed(out, s1, s2);
   core.on_frame(at(20), s2, confirm(tid), out);
   // RelayData is forwarded unread between the two ends, and only for members of the tunnel.
   out.clear();
