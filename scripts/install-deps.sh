@@ -16,7 +16,7 @@ PKGS=(
   clang-14 libclang-rt-14-dev              # libFuzzer preset
   stun-client                              # STUN interop test
   python3 iproute2 procps curl             # integration tests
-  nftables nmap iperf3                     # netns tests: NAT routers, scans, transfers (A6-A11)
+  nftables nmap iperf3 iputils-ping        # netns tests: NAT routers, scans, transfers (A6-A11)
 )
 missing=()
 for p in "${PKGS[@]}"; do
