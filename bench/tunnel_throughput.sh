@@ -329,8 +329,8 @@ run_torii() {
       --id "bench-$side" --token "$token" --state-dir "$d/$side" >"$TMP/torii-enroll-$side.log" 2>&1 \
       || { cat "$TMP/torii-enroll-$side.log" >&2; return 1; }
   done
-  bg "$A" torii-agent-a "$agent" run --state-dir "$d/a"; pa=$BGPID
-  bg "$B" torii-agent-b "$agent" run --state-dir "$d/b"; pb=$BGPID
+  bg "$A" torii-agent-a "$agent" run --state-dir "$d/a" ${TORII_AGENT_ARGS:-}; pa=$BGPID
+  bg "$B" torii-agent-b "$agent" run --state-dir "$d/b" ${TORII_AGENT_ARGS:-}; pb=$BGPID
   for side in a b; do
     wait_for 150 sh -c "'$agent' status --state-dir '$d/$side' --json | grep -q '\"state\": *\"established\"'" \
       || { echo "torii-agent $side not established" >&2; cat "$TMP/torii-agent-$side.log" >&2; return 1; }

@@ -468,6 +468,8 @@ class SessionRunner {
       status_["tunnel_public_endpoint"] = t["public_endpoint"];
       status_["peers"] = t["peers"];
       status_["tunnel_dropped"] = t["dropped"];
+      status_["tunnel_offload"] = t["offload"];
+      if (t.contains("datapath")) status_["tunnel_datapath"] = t["datapath"];
     }
     status_["keepalive_ms"] = o_.keepalive.count();
     const std::string text = status_.dump();

@@ -8,6 +8,7 @@
 #include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -65,7 +66,7 @@ std::string ipv4_text(uint32_t host_order) {
 
 }  // namespace
 
-TunDevice TunDevice::open(const std::string& name, int mtu) {
+TunDevice TunDevice::open(const std::string& name, int mtu, bool offload) {
   if (name.size() >= IFNAMSIZ)
     fail(EINVAL, "interface name too long (max " + std::to_string(IFNAMSIZ - 1) + "): " + name);
   if (mtu < 68 || mtu > 65535)
@@ -76,10 +77,23 @@ TunDevice TunDevice::open(const std::string& name, int mtu) {
   TunDevice dev(fd, name, mtu);  // closes fd if anything below throws
 
   ifreq ifr = request_for(name);
-  ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
-  if (::ioctl(fd, TUNSETIFF, &ifr) < 0)
-    fail(errno, "TUNSETIFF " + (name.empty() ? std::string("(kernel-chosen name)") : name));
+  ifr.ifr_flags = IFF_TUN | IFF_NO_PI | (offload ? IFF_VNET_HDR : 0);
+  const std::string what =
+      "TUNSETIFF " + (name.empty() ? std::string("(kernel-chosen name)") : name);
+  if (::ioctl(fd, TUNSETIFF, &ifr) < 0) {
+    if (!offload) fail(errno, what);
+    ifr = request_for(name);  // a kernel without virtio headers on TUN: plain packets
+    ifr.ifr_flags = IFF_TUN | IFF_NO_PI;
+    offload = false;
+    if (::ioctl(fd, TUNSETIFF, &ifr) < 0) fail(errno, what);
+  }
   dev.name_ = std::string(ifr.ifr_name, strnlen(ifr.ifr_name, sizeof ifr.ifr_name));
+  if (offload) {
+    dev.vnet_hdr_ = true;
+    // Large TCP segments both ways (TSO/GRO); checksums may be left partial. Without this the
+    // header is still there, always "no offload".
+    dev.offload_ = ::ioctl(fd, TUNSETOFFLOAD, TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6) == 0;
+  }
 
   IoctlSocket s(AF_INET, dev.name_);
   ifreq m = request_for(dev.name_);
@@ -153,8 +167,22 @@ bool TunDevice::write(const uint8_t* p, size_t n) noexcept {
   }
 }
 
+bool TunDevice::writev(const iovec* iov, int n) noexcept {
+  size_t want = 0;
+  for (int i = 0; i < n; ++i) want += iov[i].iov_len;
+  for (;;) {
+    const ssize_t w = ::writev(fd_, iov, n);
+    if (w >= 0) return static_cast<size_t>(w) == want;
+    if (errno != EINTR) return false;
+  }
+}
+
 TunDevice::TunDevice(TunDevice&& o) noexcept
-    : fd_(std::exchange(o.fd_, -1)), name_(std::move(o.name_)), mtu_(o.mtu_) {}
+    : fd_(std::exchange(o.fd_, -1)),
+      name_(std::move(o.name_)),
+      mtu_(o.mtu_),
+      vnet_hdr_(o.vnet_hdr_),
+      offload_(o.offload_) {}
 
 TunDevice& TunDevice::operator=(TunDevice&& o) noexcept {
   if (this != &o) {
@@ -162,6 +190,8 @@ TunDevice& TunDevice::operator=(TunDevice&& o) noexcept {
     fd_ = std::exchange(o.fd_, -1);
     name_ = std::move(o.name_);
     mtu_ = o.mtu_;
+    vnet_hdr_ = o.vnet_hdr_;
+    offload_ = o.offload_;
   }
   return *this;
 }

@@ -3,6 +3,7 @@
 // library, no `ip` command), so it works in a minimal image and in a test's network namespace.
 #pragma once
 #include <sys/types.h>
+#include <sys/uio.h>
 
 #include <array>
 #include <cstddef>
@@ -22,7 +23,10 @@ class TunDevice {
   // name may hold "%d". Then sets the MTU. Throws std::system_error, e.g.
   // "cannot open /dev/net/tun: No such file or directory",
   // "TUNSETIFF torii0: Operation not permitted", "interface name too long (max 15): ...".
-  static TunDevice open(const std::string& name, int mtu);
+  // `offload` (issue 4): IFF_VNET_HDR and TUNSETOFFLOAD (checksum, TSO4, TSO6), so reads and
+  // writes carry a 10-byte virtio_net_hdr (core/tunnel/offload.hpp) and TCP segments up to
+  // 64 KiB. Falls back silently: vnet_hdr() / offload() tell what the kernel granted.
+  static TunDevice open(const std::string& name, int mtu, bool offload = false);
 
   // IPv4 address and prefix (SIOCSIFADDR, then SIOCSIFNETMASK); the kernel installs the prefix
   // route once the interface is up. Replaces the interface's primary IPv4 address.
@@ -36,6 +40,8 @@ class TunDevice {
   const std::string& name() const { return name_; }
   int fd() const { return fd_; }
   int mtu() const { return mtu_; }
+  bool vnet_hdr() const { return vnet_hdr_; }  // every read/write starts with a virtio_net_hdr
+  bool offload() const { return offload_; }    // ... which may describe a large TCP segment
 
   // One IP packet into buf. Returns its length, 0 when none is waiting (EAGAIN), -1 on another
   // error (errno set; a packet longer than cap is truncated by the kernel).
@@ -43,6 +49,8 @@ class TunDevice {
   // Hands one IP packet to the kernel as if received on the interface. False on error (errno
   // set), including EAGAIN when the kernel's queue is full.
   bool write(const uint8_t* p, size_t n) noexcept;
+  // The same, gathered from pieces (one packet).
+  bool writev(const iovec* iov, int n) noexcept;
 
   TunDevice(TunDevice&& o) noexcept;
   TunDevice& operator=(TunDevice&& o) noexcept;
@@ -55,6 +63,7 @@ class TunDevice {
   int fd_ = -1;
   std::string name_;
   int mtu_ = 0;
+  bool vnet_hdr_ = false, offload_ = false;
 };
 
 }  // namespace torii::net

@@ -21,6 +21,9 @@ struct TunnelOptions {
   uint16_t port = 0;                 // UDP port of the tunnel socket (0: ephemeral)
   std::string tun_name = "torii%d";  // kernel picks the number
   int mtu = 1400;  // overlay MTU: 1500 - IPv6 40 - UDP 8 - relay 16 - tunnel 32 - margin
+  // Issue 4: TUN TSO/GRO (virtio headers) and UDP GSO/GRO where the kernel has them. Off: one
+  // packet per read/write on the TUN device, batched recvmmsg/sendmmsg on the socket.
+  bool offload = true;
 };
 
 class TunnelHost {

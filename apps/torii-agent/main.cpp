@@ -85,6 +85,10 @@ int main(int argc, char** argv) {
   run->add_option("--mtu", ro.tunnel.mtu, "Overlay interface MTU")
       ->check(CLI::Range(576, 9000))
       ->capture_default_str();
+  bool no_offload = false;
+  run->add_flag("--no-offload", no_offload,
+                "Do not use TUN TSO/GRO or UDP GSO/GRO (one packet per system call on the TUN "
+                "device; for kernels or drivers where they misbehave)");
 
   // connect / disconnect (A10)
   std::string c_state = "/var/lib/torii-agent", c_peer;
@@ -131,6 +135,7 @@ int main(int argc, char** argv) {
         throw std::runtime_error("--keepalive must be between 200ms and 600s");
       ro.discover_nat = !no_nat;
       ro.tunnel.enabled = !no_tunnel;
+      ro.tunnel.offload = !no_offload;
       const int code = net::run_agent(ro);
       if (code == net::kExitRevoked)
         std::cerr << "torii-agent: this device has been revoked by the administrator\n";

@@ -173,6 +173,7 @@ class SimWorld {
     std::vector<std::vector<uint8_t>> delivered;
     std::vector<std::string> logs;
     Endpoint overlay4;
+    size_t fast_rx = 0, fast_tx = 0;  // datagrams that took the fast path
     bool ticking = true;
     stun::TransactionId stun_txn{};
     std::optional<Endpoint> srflx;
@@ -243,6 +244,21 @@ class SimWorld {
     net.set_receiver(ref.host, [this, &ref](Instant now, const Endpoint&, const Endpoint& from,
                                             std::span<const uint8_t> d) {
       if (maybe_stun(ref, from, d)) return;
+      if (fast_path) {  // as the agent's host does it (issue 4): in place, then the reference
+        std::vector<uint8_t> copy(d.begin(), d.end());
+        std::span<const uint8_t> plain;
+        switch (ref.pm->open(now, from, copy, plain)) {
+          case PeerManager::Rx::plain:
+            ++ref.fast_rx;
+            ref.delivered.emplace_back(plain.begin(), plain.end());
+            return;
+          case PeerManager::Rx::consumed:
+            ++ref.fast_rx;
+            return;
+          case PeerManager::Rx::slow:
+            break;
+        }
+      }
       PeerActions out;
       ref.pm->on_udp(now, from, d, out);
       execute(ref, out);
@@ -415,8 +431,21 @@ class SimWorld {
     return p;
   }
   void send_ip(Agent& from, const Agent& to, size_t payload = 32) {
+    const auto ip = ip_packet(from.overlay4, to.overlay4, payload);
+    if (fast_path) {
+      if (auto r = from.pm->tx_route(ip)) {
+        std::vector<uint8_t> buf(r->headroom + ip.size() + tunnel::kTagSize);
+        std::memcpy(buf.data() + r->headroom, ip.data(), ip.size());
+        const size_t n = from.pm->seal(net.now(), *r, buf.data(), ip.size());
+        EXPECT_EQ(n, buf.size());
+        buf.resize(n);
+        ++from.fast_tx;
+        net.send(from.host, kAgentPort, r->to, buf);
+        return;
+      }
+    }
     PeerActions out;
-    from.pm->on_ip(net.now(), ip_packet(from.overlay4, to.overlay4, payload), out);
+    from.pm->on_ip(net.now(), ip, out);
     execute(from, out);
   }
   static std::optional<PeerStatus> peer_of(const Agent& a, const std::string& peer, Instant now) {
@@ -431,6 +460,7 @@ class SimWorld {
   std::optional<server::ServerCore> core;
   RelayTable relay;
   bool relay_up = true;
+  bool fast_path = false;  // agents use PeerManager's data fast path where it applies
   std::string stale_serial_for;  // PeerResponse for this peer carries another serial
   sim::NodeId server = 0;
   std::vector<std::unique_ptr<Agent>> agents;
@@ -648,6 +678,58 @@ TEST(P2pSim, RoamingRecoversWithinTwoSeconds) {
   ASSERT_TRUE(recovered) << ::testing::PrintToString(a.logs);
   EXPECT_LE(*recovered - t0, 2s);
   std::printf("roaming: recovered after %lld ms\n", (long long)(*recovered - t0).count());
+}
+
+// Issue 4: the data fast path (tx_route/seal, open in place) carries the same traffic as the
+// reference path, direct and through the relay, and hands roaming back to the reference path.
+TEST(P2pSim, FastPathCarriesDirectAndRelayedTraffic) {
+  for (auto [ka, kb, path] : {std::tuple{Kind::restricted, Kind::port_restricted, Path::direct},
+                              std::tuple{Kind::symmetric, Kind::symmetric, Path::relay_udp}}) {
+    SimWorld w;
+    w.fast_path = true;
+    auto& a = w.add_agent("a", ka);
+    auto& b = w.add_agent("b", kb);
+    ASSERT_TRUE(open_and_deliver(w, a, b));
+    w.net.run_until(w.net.now() + 2s);
+    auto s = SimWorld::peer_of(a, "b", w.net.now());
+    ASSERT_TRUE(s);
+    EXPECT_EQ(s->path, path);
+    const size_t before = b.delivered.size();
+    for (int i = 0; i < 100; ++i) {
+      w.send_ip(a, b, 1000);
+      w.send_ip(b, a, 40);
+      w.net.run_until(w.net.now() + 5ms);
+    }
+    w.net.run_until(w.net.now() + 200ms);
+    EXPECT_EQ(b.delivered.size() - before, 100u);
+    EXPECT_GE(a.fast_tx, 100u);
+    EXPECT_GE(b.fast_rx, 100u);
+    EXPECT_EQ(b.delivered.back(), SimWorld::ip_packet(a.overlay4, b.overlay4, 1000));
+    s = SimWorld::peer_of(a, "b", w.net.now());
+    EXPECT_GE(s->tx_bytes, 100u * 1028);
+  }
+}
+
+TEST(P2pSim, FastPathRoamingFallsBackToTheReferencePath) {
+  SimWorld w;
+  w.fast_path = true;
+  auto& a = w.add_agent("a", Kind::full_cone);
+  auto& b = w.add_agent("b", Kind::port_restricted);
+  ASSERT_TRUE(open_and_deliver(w, a, b));
+  w.net.run_until(w.net.now() + 2s);
+  w.net.rebind(*b.nat);
+  size_t before = a.delivered.size();
+  bool recovered = false;
+  for (int i = 0; i < 40 && !recovered; ++i) {
+    w.send_ip(b, a);  // from b's new public port: a must learn it (reference path, logged)
+    w.send_ip(a, b);
+    w.net.run_until(w.net.now() + 100ms);
+    recovered = a.delivered.size() > before;
+  }
+  ASSERT_TRUE(recovered);
+  EXPECT_TRUE(std::any_of(a.logs.begin(), a.logs.end(),
+                          [](const std::string& l) { return l.find("moved to") != l.npos; }))
+      << ::testing::PrintToString(a.logs);
 }
 
 TEST(P2pSim, UdpBlockedFallsBackToRelayInsideTls) {

@@ -724,6 +724,80 @@ void PeerManager::on_ip(Instant now, std::span<const uint8_t> packet, PeerAction
   log(out, addr, "packet to " + addr + ": requesting a tunnel");
 }
 
+// ---------------------------------------------------------------------------------------------
+// Data fast path (issue 4): the same decisions as send_ip() and on_data(), without actions.
+
+std::optional<PeerManager::TxRoute> PeerManager::tx_route(std::span<const uint8_t> ip) noexcept {
+  Endpoint src, dst;
+  if (!ip_addresses(ip, src, dst)) return std::nullopt;
+  auto it = by_overlay_.find(overlay_key(dst));
+  if (it == by_overlay_.end() || !it->second->dc) return std::nullopt;
+  Tunnel& t = *it->second;
+  switch (best_path(t)) {
+    case Path::direct:
+      return TxRoute{&t, *t.direct, tunnel::kHeaderSize};
+    case Path::relay_udp:
+      return TxRoute{&t, relay_endpoint(), 2 * tunnel::kHeaderSize};
+    default:
+      return std::nullopt;  // opening, or relayed inside the TLS session
+  }
+}
+
+size_t PeerManager::seal(Instant now, const TxRoute& r, uint8_t* buf, size_t n) noexcept {
+  Tunnel& t = *r.tunnel;
+  uint8_t* pkt = buf + r.headroom - tunnel::kHeaderSize;
+  size_t len = t.dc->seal(now, {buf + r.headroom, n}, pkt);
+  if (len == 0) return 0;
+  if (r.headroom > tunnel::kHeaderSize) {  // relay frame
+    const uint8_t side = t.initiator ? tunnel::kSideInitiator : tunnel::kSideResponder;
+    tunnel::write_header({tunnel::PacketType::relay_data, 0, side, 0, t.id}, buf);
+    len += tunnel::kHeaderSize;
+  }
+  t.last_tx = now;
+  t.tx_bytes += n;
+  return len;
+}
+
+PeerManager::Rx PeerManager::open(Instant now, const Endpoint& from, std::span<uint8_t> dgram,
+                                  std::span<const uint8_t>& plain) noexcept {
+  auto h = tunnel::parse_header(dgram);
+  if (!h) return Rx::slow;
+  const bool relayed = relay_port_ && from == relay_endpoint();
+  std::span<uint8_t> inner = dgram;
+  if (relayed) {
+    if (h->type != tunnel::PacketType::relay_data) return Rx::slow;
+    inner = dgram.subspan(tunnel::kHeaderSize);
+    h = tunnel::parse_header(inner);
+    if (!h) return Rx::slow;
+  }
+  if (h->type != tunnel::PacketType::data) return Rx::slow;
+  auto it = by_index_.find(h->receiver);
+  if (it == by_index_.end()) return Rx::slow;
+  Tunnel& t = *it->second;
+  // A new address (roaming) or a tunnel still opening: the reference path decides and logs.
+  if (!t.dc || (!relayed && t.direct != from)) return Rx::slow;
+  auto n = t.dc->open(now, inner, inner.data() + tunnel::kHeaderSize);
+  if (!n) {
+    ++stats_.dropped_unauth;
+    return Rx::consumed;
+  }
+  t.last_rx = now;
+  if (relayed)
+    t.relay_rx = now;
+  else
+    t.direct_rx = now;
+  if (*n == 0) return Rx::consumed;  // keepalive
+  plain = {inner.data() + tunnel::kHeaderSize, *n};
+  Endpoint src, dst;
+  if (!ip_addresses(plain, src, dst) ||
+      !((t.overlay_v4 && src == *t.overlay_v4) || (t.overlay_v6 && src == *t.overlay_v6))) {
+    ++stats_.dropped_spoofed;
+    return Rx::consumed;
+  }
+  t.rx_bytes += *n;
+  return Rx::plain;
+}
+
 void PeerManager::send_probes(Instant now, Tunnel& t, PeerActions& out) {
   t.last_probe = now;
   if (t.method == Method::relay) return;

@@ -123,6 +123,8 @@ using PeerAction = std::variant<peer_action::SendUdp, peer_action::SendControl,
 using PeerActions = std::vector<PeerAction>;
 
 class PeerManager {
+  struct Tunnel;
+
  public:
   explicit PeerManager(PeerConfig cfg);
   ~PeerManager();
@@ -151,12 +153,31 @@ class PeerManager {
   void on_ip(Instant now, std::span<const uint8_t> packet, PeerActions& out);
   std::optional<Instant> tick(Instant now, PeerActions& out);
 
+  // --- Data fast path (issue 4): noexcept, no allocation, no action list. The host batches
+  // the I/O; anything unusual goes to on_ip() / on_udp() above, which stay the reference.
+  // Where an IP packet would go now: its tunnel is up with a data channel and a UDP path.
+  // Valid until the next call of any other member. nullopt: use on_ip().
+  struct TxRoute {
+    Tunnel* tunnel = nullptr;
+    Endpoint to;
+    size_t headroom = 0;  // bytes before the plaintext: tunnel header, plus relay frame
+  };
+  std::optional<TxRoute> tx_route(std::span<const uint8_t> ip) noexcept;
+  // Seals the `n` plaintext bytes found at buf + r.headroom into the datagram that starts at
+  // buf (capacity r.headroom + n + tunnel::kTagSize). Returns its size, 0 if not sealed.
+  size_t seal(Instant now, const TxRoute& r, uint8_t* buf, size_t n) noexcept;
+  // A datagram of the tunnel socket: data for a running tunnel on its current path is decrypted
+  // in place (`plain` then points into `dgram`). consumed: a keepalive, or dropped and counted.
+  // slow: anything else, for on_udp() with the datagram untouched.
+  enum class Rx : uint8_t { plain, consumed, slow };
+  Rx open(Instant now, const Endpoint& from, std::span<uint8_t> dgram,
+          std::span<const uint8_t>& plain) noexcept;
+
   std::vector<PeerStatus> status(Instant now) const;
   const PeerStats& stats() const { return stats_; }
   size_t tunnel_count() const { return tunnels_.size(); }
 
  private:
-  struct Tunnel;
   struct Pending {
     uint64_t request_id = 0;
     std::string peer_id;       // or
