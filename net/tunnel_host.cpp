@@ -22,6 +22,8 @@ namespace pb = ::torii::control::v1;
 
 namespace {
 
+constexpr int kTunQueueWithTso = 32;
+
 Instant mono_now() {
   using namespace std::chrono;
   return Instant(duration_cast<Duration>(steady_clock::now().time_since_epoch()));
@@ -81,8 +83,13 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
       sock.open(udp::v4());
       sock.bind(udp::endpoint(udp::v4(), opts.port));
     }
-    sock.set_option(asio::socket_base::receive_buffer_size(4 << 20), ec);
-    sock.set_option(asio::socket_base::send_buffer_size(4 << 20), ec);
+    // 4 MiB each way; *BUFFORCE (CAP_NET_ADMIN, which the TUN device needs anyway) goes past
+    // net.core.rmem_max/wmem_max, 208 KiB on a stock kernel: too little for GRO batches.
+    const int bytes = 4 << 20;
+    if (::setsockopt(sock.native_handle(), SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0)
+      sock.set_option(asio::socket_base::receive_buffer_size(bytes), ec);
+    if (::setsockopt(sock.native_handle(), SOL_SOCKET, SO_SNDBUFFORCE, &bytes, sizeof bytes) != 0)
+      sock.set_option(asio::socket_base::send_buffer_size(bytes), ec);
     const bool v6 = sock.local_endpoint().address().is_v6();
     udp_tx.emplace(sock.native_handle(), v6, opts.offload);
     udp_rx.emplace(sock.native_handle(), opts.offload);
@@ -103,6 +110,10 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
     try {
       tun.emplace(TunDevice::open(opts.tun_name, opts.mtu, opts.offload));
       tun->set_ipv4(v4->v4_host_order(), int(w.overlay_ipv4_prefix()));
+      // With TSO a queued packet is up to 64 KiB, not one MTU: the default 500 packets would
+      // buffer ~30 MB (seconds at line rate), which only adds delay; TCP senders then fill the
+      // agent's socket buffers and lose whole GSO runs. 32 segments (~2 MB) keep the pipe full.
+      if (tun->offload()) tun->set_txqueuelen(kTunQueueWithTso);
       tun->up();
       if (v6) {
         try {
