@@ -130,8 +130,8 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
     }
     overlay_v4 = w.overlay_ipv4();
     overlay_v6 = v6 ? w.overlay_ipv6() : "";
-    spdlog::info("overlay interface {} with {}/{}{} (MTU {}, TSO/GRO {})", tun->name(),
-                 overlay_v4, w.overlay_ipv4_prefix(),
+    spdlog::info("overlay interface {} with {}/{}{} (MTU {}, TSO/GRO {})", tun->name(), overlay_v4,
+                 w.overlay_ipv4_prefix(),
                  v6 ? " and " + overlay_v6 + "/" + std::to_string(w.overlay_ipv6_prefix()) : "",
                  opts.mtu, tun->offload() ? "on" : "off");
     tun_fd.emplace(io, ::dup(tun->fd()));

@@ -48,7 +48,8 @@ Endpoint from_sockaddr(const sockaddr_storage& sa) noexcept {
   const auto& s = reinterpret_cast<const sockaddr_in6&>(sa);
   const uint8_t* a = s.sin6_addr.s6_addr;
   static constexpr uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-  if (std::memcmp(a, kMapped, 12) == 0) return Endpoint::v4({a[12], a[13], a[14], a[15]}, ntohs(s.sin6_port));
+  if (std::memcmp(a, kMapped, 12) == 0)
+    return Endpoint::v4({a[12], a[13], a[14], a[15]}, ntohs(s.sin6_port));
   std::array<uint8_t, 16> b;
   std::memcpy(b.data(), a, 16);
   return Endpoint::v6(b, ntohs(s.sin6_port));

@@ -460,7 +460,7 @@ class SimWorld {
   std::optional<server::ServerCore> core;
   RelayTable relay;
   bool relay_up = true;
-  bool fast_path = false;  // agents use PeerManager's data fast path where it applies
+  bool fast_path = false;        // agents use PeerManager's data fast path where it applies
   std::string stale_serial_for;  // PeerResponse for this peer carries another serial
   sim::NodeId server = 0;
   std::vector<std::unique_ptr<Agent>> agents;
@@ -727,9 +727,9 @@ TEST(P2pSim, FastPathRoamingFallsBackToTheReferencePath) {
     recovered = a.delivered.size() > before;
   }
   ASSERT_TRUE(recovered);
-  EXPECT_TRUE(std::any_of(a.logs.begin(), a.logs.end(),
-                          [](const std::string& l) { return l.find("moved to") != l.npos; }))
-      << ::testing::PrintToString(a.logs);
+  EXPECT_TRUE(std::any_of(a.logs.begin(), a.logs.end(), [](const std::string& l) {
+    return l.find("moved to") != l.npos;
+  })) << ::testing::PrintToString(a.logs);
 }
 
 TEST(P2pSim, UdpBlockedFallsBackToRelayInsideTls) {

@@ -246,15 +246,15 @@ void Coalescer::add_impl(std::span<const uint8_t> ip, void* ctx, EmitFn fn) noex
       match = &f;
       break;
     }
-  const bool mergeable = v.payload > 0 && (v.flags & kAck) &&
-                         (v.flags & ~(kAck | kPsh)) == 0 && hdr <= kMaxHead;
+  const bool mergeable =
+      v.payload > 0 && (v.flags & kAck) && (v.flags & ~(kAck | kPsh)) == 0 && hdr <= kMaxHead;
   if (match && mergeable) {
     Flow& f = *match;
     const uint8_t* a = f.head.data();
     const uint8_t* b = ip.data();
-    bool ok = !f.closed && f.ip_len == v.ip_len && f.tcp_len == v.tcp_len && v.seq == f.next_seq && v.payload <= f.mss &&
-              f.n < kMaxPieces && f.total + v.payload <= kMaxTotal &&
-              std::memcmp(a + f.ip_len + 8, b + v.ip_len + 8, 4) == 0 &&  // ack
+    bool ok = !f.closed && f.ip_len == v.ip_len && f.tcp_len == v.tcp_len && v.seq == f.next_seq &&
+              v.payload <= f.mss && f.n < kMaxPieces && f.total + v.payload <= kMaxTotal &&
+              std::memcmp(a + f.ip_len + 8, b + v.ip_len + 8, 4) == 0 &&               // ack
               std::memcmp(a + f.ip_len + 20, b + v.ip_len + 20, v.tcp_len - 20) == 0;  // options
     if (ok && v.v6)
       ok = std::memcmp(a, b, 4) == 0 && a[7] == b[7];  // class, flow label; hop limit

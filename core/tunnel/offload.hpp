@@ -24,9 +24,9 @@ namespace torii::tunnel::offload {
 // struct virtio_net_hdr (include/uapi/linux/virtio_net.h) in host byte order, as the TUN driver
 // reads and writes it (legacy, little-endian on every host torii supports).
 struct VnetHdr {
-  uint8_t flags = 0;     // kNeedsCsum: the checksum at csum_start + csum_offset is partial
-  uint8_t gso_type = 0;  // kGsoNone, kGsoTcpV4, kGsoTcpV6 (| kGsoEcn)
-  uint16_t hdr_len = 0;  // IP + TCP header bytes
+  uint8_t flags = 0;      // kNeedsCsum: the checksum at csum_start + csum_offset is partial
+  uint8_t gso_type = 0;   // kGsoNone, kGsoTcpV4, kGsoTcpV6 (| kGsoEcn)
+  uint16_t hdr_len = 0;   // IP + TCP header bytes
   uint16_t gso_size = 0;  // payload bytes per segment (MSS)
   uint16_t csum_start = 0;
   uint16_t csum_offset = 0;
@@ -104,11 +104,11 @@ class Coalescer {
     size_t ip_len = 0, tcp_len = 0;  // header lengths
     std::array<uint8_t, kMaxHead> head{};
     std::array<std::span<const uint8_t>, kMaxPieces> pieces{};
-    size_t n = 0;             // pieces (the first packet's payload is pieces[0])
-    size_t mss = 0;           // first payload size
-    size_t total = 0;         // IP packet length if emitted now
+    size_t n = 0;      // pieces (the first packet's payload is pieces[0])
+    size_t mss = 0;    // first payload size
+    size_t total = 0;  // IP packet length if emitted now
     uint32_t next_seq = 0;
-    bool closed = false;      // a shorter or PSH segment ends the run
+    bool closed = false;  // a shorter or PSH segment ends the run
   };
   void add_impl(std::span<const uint8_t> ip, void* ctx, EmitFn fn) noexcept;
   void flush_impl(void* ctx, EmitFn fn) noexcept;

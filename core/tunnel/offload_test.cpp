@@ -33,8 +33,8 @@ Bytes pseudo(const Bytes& ip, bool v6, size_t l4) {
   Bytes ph;
   if (v6) {
     ph.assign(ip.begin() + 8, ip.begin() + 40);
-    ph.insert(ph.end(), {uint8_t(l4 >> 24), uint8_t(l4 >> 16), uint8_t(l4 >> 8), uint8_t(l4), 0,
-                         0, 0, 6});
+    ph.insert(ph.end(),
+              {uint8_t(l4 >> 24), uint8_t(l4 >> 16), uint8_t(l4 >> 8), uint8_t(l4), 0, 0, 0, 6});
   } else {
     ph.assign(ip.begin() + 12, ip.begin() + 20);
     ph.insert(ph.end(), {0, 6, uint8_t(l4 >> 8), uint8_t(l4)});
@@ -140,8 +140,9 @@ TEST_P(SegmenterTest, CutsATsoSegmentIntoValidPackets) {
   f.v6 = GetParam();
   const size_t ihl = f.v6 ? 40 : 20, hdr = ihl + 32, mss = 1348, payload = 10000;
   const Bytes big = tso_packet(f, 1000, payload, 0x19);  // ACK | PSH | FIN
-  VnetHdr h{kNeedsCsum, f.v6 ? kGsoTcpV6 : kGsoTcpV4, uint16_t(hdr + 30), uint16_t(mss),
-            uint16_t(ihl), 16};
+  VnetHdr h{kNeedsCsum,         f.v6 ? kGsoTcpV6 : kGsoTcpV4,
+            uint16_t(hdr + 30), uint16_t(mss),
+            uint16_t(ihl),      16};
   Segmenter s;
   ASSERT_TRUE(s.reset(h, big));
   ASSERT_EQ(s.count(), 8u);  // ceil(10000 / 1348)
@@ -279,7 +280,7 @@ TEST(Coalescer, KeepsOrderWithinAFlowAndMergesOnlyWhatFollows) {
   Coalescer c;
   Collected got;
   const auto a = tcp_packet(f, 0, 1000), b = tcp_packet(f, 1000, 1000);
-  const auto gap = tcp_packet(f, 5000, 1000);                  // not the next sequence number
+  const auto gap = tcp_packet(f, 5000, 1000);                   // not the next sequence number
   const auto other_ack = tcp_packet(f, 6000, 1000, 0x10, 778);  // different ACK
   const auto syn = tcp_packet(f, 9, 0, 0x02);
   for (const auto* p : {&a, &b, &gap, &other_ack, &syn}) c.add(*p, got);
@@ -287,7 +288,7 @@ TEST(Coalescer, KeepsOrderWithinAFlowAndMergesOnlyWhatFollows) {
   ASSERT_EQ(got.outs.size(), 4u);
   EXPECT_EQ(got.outs[0].first.gso_type, kGsoTcpV4);  // a + b
   EXPECT_EQ(got.outs[0].second.size(), a.size() + 1000);
-  EXPECT_EQ(got.outs[1].second, gap);        // alone: unchanged, no offload flags
+  EXPECT_EQ(got.outs[1].second, gap);  // alone: unchanged, no offload flags
   EXPECT_EQ(got.outs[1].first, VnetHdr{});
   EXPECT_EQ(got.outs[2].second, other_ack);  // flushed by the SYN of the same flow
   EXPECT_EQ(got.outs[3].second, syn);
