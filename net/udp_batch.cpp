@@ -112,10 +112,9 @@ void UdpTx::flush() noexcept {
     have_last_ = false;
     return;
   }
-  static constexpr size_t kCtrl = CMSG_SPACE(sizeof(uint16_t));
-  alignas(cmsghdr) static thread_local uint8_t ctrl[kMaxDatagrams][kCtrl];
-  static thread_local mmsghdr msgs[kMaxDatagrams];
-  static thread_local iovec iov[kMaxDatagrams];
+  auto& msgs = msgs_;
+  auto& iov = iov_;
+  auto& ctrl = ctrl_;
   for (int attempt = 0; attempt < 2; ++attempt) {
     unsigned n = 0;
     for (size_t i = 0; i < count_;) {
@@ -137,8 +136,8 @@ void UdpTx::flush() noexcept {
       m.msg_hdr.msg_name = &dests_[dest_[i]];
       m.msg_hdr.msg_namelen = dest_len_[dest_[i]];
       if (j - i > 1) {
-        m.msg_hdr.msg_control = ctrl[n];
-        m.msg_hdr.msg_controllen = kCtrl;
+        m.msg_hdr.msg_control = ctrl[n].data();
+        m.msg_hdr.msg_controllen = ctrl[n].size();
         cmsghdr* c = CMSG_FIRSTHDR(&m.msg_hdr);
         c->cmsg_level = IPPROTO_UDP;
         c->cmsg_type = UDP_SEGMENT;
@@ -150,7 +149,7 @@ void UdpTx::flush() noexcept {
       i = j;
     }
     stats_.messages += n;
-    if (send_all(msgs, n)) break;
+    if (send_all(msgs.data(), n)) break;
   }
   stats_.datagrams += count_;
   count_ = used_ = ndests_ = 0;

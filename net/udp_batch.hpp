@@ -52,6 +52,11 @@ class UdpTx {
   std::array<sockaddr_storage, kMaxDatagrams> dests_{};
   std::array<socklen_t, kMaxDatagrams> dest_len_{};
   size_t ndests_ = 0;
+  // One sendmmsg's messages, their iovecs and UDP_SEGMENT control blocks.
+  struct alignas(cmsghdr) Ctrl : std::array<uint8_t, CMSG_SPACE(sizeof(uint16_t))> {};
+  std::array<mmsghdr, kMaxDatagrams> msgs_{};
+  std::array<iovec, kMaxDatagrams> iov_{};
+  std::array<Ctrl, kMaxDatagrams> ctrl_{};
   Endpoint last_to_{};
   bool have_last_ = false;
   Stats stats_;
