@@ -34,8 +34,14 @@ AgentIdentity load_identity(const AgentPaths& p) {
   }
 }
 
+// status.json is a snapshot for `torii-agent status` when the agent does not answer on its
+// socket. It is rewritten whenever the status changes: about once a second while tunnels carry
+// traffic (their byte counters change) and on every status query. Atomic for readers, but not
+// durable: two fsyncs per write would block the agent's one I/O thread (and with it the
+// tunnels' data path) until the disk answers and wear a device's flash every second (issue 4).
+// Losing the latest snapshot in a power cut is harmless: the running agent rewrites it.
 void save_status(const AgentPaths& p, const nlohmann::json& status) {
-  pki::write_file_atomic(p.status(), status.dump(2) + "\n", 0644);
+  pki::write_file_atomic(p.status(), status.dump(2) + "\n", 0644, /*durable=*/false);
 }
 
 std::optional<nlohmann::json> load_status(const AgentPaths& p) {

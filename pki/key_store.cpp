@@ -49,7 +49,8 @@ void fsync_dir(const fs::path& dir) {
 
 // Creates a new temp file holding `data` with exactly `mode` (set on the descriptor before any
 // byte is written, so a key is never readable by others, not even briefly) and syncs it.
-fs::path write_temp(const fs::path& path, std::string_view data, unsigned mode) {
+fs::path write_temp(const fs::path& path, std::string_view data, unsigned mode,
+                    bool durable = true) {
   fs::path tmp = temp_name(path);
   // Created 0600 whatever `mode` says; widened with fchmod only after creation. O_NOFOLLOW and
   // O_EXCL: never write through a planted symlink or into someone else's file.
@@ -70,7 +71,7 @@ fs::path write_temp(const fs::path& path, std::string_view data, unsigned mode) 
     if (n < 0) fail("cannot write");
     off += static_cast<size_t>(n);
   }
-  if (::fsync(fd) != 0) fail("cannot fsync");
+  if (durable && ::fsync(fd) != 0) fail("cannot fsync");
   if (::close(fd) != 0) {
     int e = errno;
     ::unlink(tmp.c_str());
@@ -132,15 +133,15 @@ std::string detail::read_file(const fs::path& path, bool secret) {
   return std::move(data.text);
 }
 
-void write_file_atomic(const fs::path& path, std::string_view data, unsigned mode) {
-  fs::path tmp = write_temp(path, data, mode);
+void write_file_atomic(const fs::path& path, std::string_view data, unsigned mode, bool durable) {
+  fs::path tmp = write_temp(path, data, mode, durable);
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     int e = errno;
     ::unlink(tmp.c_str());
     throw PkiError("cannot rename " + tmp.string() + " to " + path.string() + ": " + errno_text(e));
   }
   // The rename itself is only durable once the directory entry is on disk.
-  fsync_dir(path.parent_path());
+  if (durable) fsync_dir(path.parent_path());
 }
 
 bool FileKeyStore::has_key() const {

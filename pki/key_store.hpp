@@ -36,6 +36,9 @@ class FileKeyStore final : public KeyStore {
 };
 
 // Writes `data` to `path` atomically (temp file + fsync + rename) with the given mode.
-void write_file_atomic(const std::filesystem::path& path, std::string_view data, unsigned mode);
+// `durable` false: readers still see the old or the new file, never a mix, but nothing waits
+// for the disk (no fsync of the file or the directory): for snapshots rewritten often.
+void write_file_atomic(const std::filesystem::path& path, std::string_view data, unsigned mode,
+                       bool durable = true);
 
 }  // namespace torii::pki
