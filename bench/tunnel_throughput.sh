@@ -21,7 +21,8 @@
 #                              [--loaded-latency] [--keep]
 #
 # Needs root, iproute2, iperf3, ping, python3; nebula + nebula-cert, wireguard-go + wg, and
-# TORII_BIN (folder with toriid, torii, torii-agent) for those paths (each is skipped without).
+# TORII_BIN (folder with toriid, torii, torii-agent) for those paths (each is skipped without);
+# TORII_AGENT_ARGS adds `torii-agent run` options (e.g. --no-offload).
 # Each tool keeps its default tunnel MTU (Nebula 1300, wireguard-go 1420, torii 1400), as users
 # get them; the table shows it. Nothing outside the two namespaces is touched, except
 # wireguard-go's UAPI sockets in /var/run/wireguard (named uniquely per run, removed when it
@@ -40,7 +41,7 @@ THROUGHPUT=1  # the iperf3 test
 LOADED=0      # also ping during the timed iperf3 run
 PINGS=500
 INTERVAL=0.005
-usage() { sed -n 2,30p "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
+usage() { sed -n 2,31p "$0" | sed 's/^# \{0,1\}//'; exit "${1:-2}"; }
 while [[ $# -gt 0 ]]; do
   case $1 in
     --seconds) SECONDS_=$2; shift 2 ;;
@@ -78,61 +79,13 @@ TMP=$(mktemp -d "/tmp/tunnel-throughput-$P.XXXX")
 PIDS=()
 CLK_TCK=$(getconf CLK_TCK)
 
-log() { if [[ $JSON -eq 1 ]]; then echo "$*" >&2; else echo "$*"; fi; }
-
-cleanup() {
-  local rc=$?
-  set +e
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-  sleep 0.3
-  for pid in "${PIDS[@]}"; do kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; done
-  for ns in "$A" "$B"; do
-    if [[ -e /run/netns/$ns ]]; then
-      # Anything left inside our own namespaces was started by this script.
-      for pid in $(ip netns pids "$ns" 2>/dev/null); do kill -KILL "$pid" 2>/dev/null; done
-      ip netns del "$ns" 2>/dev/null
-    fi
-  done
-  rm -f "/var/run/wireguard/$WGA.sock" "/var/run/wireguard/$WGB.sock"
-  if [[ $KEEP -eq 1 ]]; then echo "kept $TMP" >&2; else rm -rf "$TMP"; fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM HUP
+NAMESPACES=("$A" "$B")
+bench_extra_cleanup() { rm -f "/var/run/wireguard/$WGA.sock" "/var/run/wireguard/$WGB.sock"; }
+# shellcheck source=bench/lib.sh
+source "$(dirname "$0")/lib.sh"
 
 inA() { ip netns exec "$A" "$@"; }
 inB() { ip netns exec "$B" "$@"; }
-
-# Starts "$@" in namespace $1 in the background, output to $TMP/$2.log; sets BGPID.
-bg() {
-  local ns=$1 name=$2
-  shift 2
-  ip netns exec "$ns" "$@" >"$TMP/$name.log" 2>&1 &
-  BGPID=$!  # `ip netns exec` execs in place: this is the command's own PID
-  PIDS+=("$BGPID")
-}
-
-# Polls "$@" (up to $1 tenths of a second).
-wait_for() {
-  local tenths=$1
-  shift
-  for ((i = 0; i < tenths; i++)); do
-    if "$@" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
-
-cpu_ticks() {  # utime+stime (clock ticks) summed over the given PIDs
-  local sum=0 pid f
-  for pid in "$@"; do
-    # Fields 14 and 15 of /proc/PID/stat, counted after the ")" closing the command name.
-    f=$(sed 's/.*) //' "/proc/$pid/stat")
-    sum=$((sum + $(echo "$f" | awk '{print $12 + $13}')))
-  done
-  echo "$sum"
-}
 
 # ---- topology -------------------------------------------------------------------------------
 ip netns add "$A"
@@ -350,9 +303,6 @@ run_wg() {
 # the two: the relay would measure toriid instead). CPU is both torii-agent processes (toriid
 # only brokers the tunnel and carries nothing on a direct path). TORII_BIN: folder with toriid,
 # torii and torii-agent (e.g. build/release/apps).
-torii_json() {  # torii_json KEY < json: prints the value of top-level KEY ("" if absent)
-  python3 -c 'import json,sys; v=json.load(sys.stdin).get(sys.argv[1]); print("" if v is None else v)' "$1"
-}
 
 run_torii() {
   if [[ -z ${TORII_BIN:-} ]]; then
@@ -386,7 +336,10 @@ run_torii() {
       --id "bench-$side" --token "$token" --state-dir "$d/$side" >"$TMP/torii-enroll-$side.log" 2>&1 \
       || { cat "$TMP/torii-enroll-$side.log" >&2; return 1; }
   done
+  # TORII_AGENT_ARGS: extra `torii-agent run` options, split on spaces (e.g. --no-offload).
+  # shellcheck disable=SC2086
   bg "$A" torii-agent-a "$agent" run --state-dir "$d/a" ${TORII_AGENT_ARGS:-}; pa=$BGPID
+  # shellcheck disable=SC2086
   bg "$B" torii-agent-b "$agent" run --state-dir "$d/b" ${TORII_AGENT_ARGS:-}; pb=$BGPID
   for side in a b; do
     wait_for 150 sh -c "'$agent' status --state-dir '$d/$side' --json | grep -q '\"state\": *\"established\"'" \

@@ -206,6 +206,20 @@ std::string ServerAdmin::metrics_text() {
                line("torii_relay_udp_packets_total",
                     r.dropped_unbound + r.dropped_unauth + r.dropped_malformed + r.dropped_stale,
                     "{outcome=\"dropped\"}"));
+    metric("torii_relay_udp_bytes_total", "counter", "Bytes of forwarded UDP relay datagrams.",
+           line("torii_relay_udp_bytes_total", r.forwarded_bytes));
+    const auto io = relay_->io_stats();
+    metric("torii_relay_udp_syscalls_total", "counter",
+           "recvmmsg / sendmmsg calls of the UDP relay (datagrams per call: the batching).",
+           line("torii_relay_udp_syscalls_total", io.recv_calls, "{op=\"recvmmsg\"}") +
+               line("torii_relay_udp_syscalls_total", io.send_calls, "{op=\"sendmmsg\"}"));
+    metric("torii_relay_udp_io_datagrams_total", "counter",
+           "UDP relay datagrams: received (after GRO splitting), sent in GSO runs, refused by "
+           "the kernel, too large for a receive slot.",
+           line("torii_relay_udp_io_datagrams_total", io.datagrams_in, "{io=\"received\"}") +
+               line("torii_relay_udp_io_datagrams_total", io.gso_sends, "{io=\"sent_gso\"}") +
+               line("torii_relay_udp_io_datagrams_total", io.send_errors, "{io=\"send_error\"}") +
+               line("torii_relay_udp_io_datagrams_total", io.truncated, "{io=\"truncated\"}"));
   }
   if (stun_) {
     const auto s = stun_->stats();

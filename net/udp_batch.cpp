@@ -1,23 +1,16 @@
 // Batched UDP I/O (see udp_batch.hpp). Issue 4, A9.
 #include "net/udp_batch.hpp"
 
-#include <netinet/udp.h>
 #include <poll.h>
 
 #include <cerrno>
 #include <cstring>
 
-#ifndef UDP_SEGMENT
-#define UDP_SEGMENT 103
-#endif
-#ifndef UDP_GRO
-#define UDP_GRO 104
-#endif
-
 namespace torii::net {
 
 socklen_t to_sockaddr(const Endpoint& e, bool v6_socket, sockaddr_storage& out) noexcept {
   std::memset(&out, 0, sizeof out);
+  if (!e.is_v4() && !v6_socket) return 0;  // unreachable from an IPv4 socket
   if (e.is_v4() && !v6_socket) {
     auto& s = reinterpret_cast<sockaddr_in&>(out);
     s.sin_family = AF_INET;

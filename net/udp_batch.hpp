@@ -5,6 +5,7 @@
 // still batch with recvmmsg/sendmmsg. The socket stays owned by the caller (an Asio socket).
 #pragma once
 #include <netinet/in.h>
+#include <netinet/udp.h>
 #include <sys/socket.h>
 
 #include <array>
@@ -15,9 +16,19 @@
 
 #include "core/endpoint.hpp"
 
+// glibc's <netinet/udp.h> has them since 2.28/2.29; the kernel's values, for older headers.
+#ifndef UDP_SEGMENT
+#define UDP_SEGMENT 103
+#endif
+#ifndef UDP_GRO
+#define UDP_GRO 104
+#endif
+
 namespace torii::net {
 
-// sockaddr <-> Endpoint; IPv4 destinations become IPv4-mapped addresses on an IPv6 socket.
+// sockaddr <-> Endpoint without strings or Asio (per packet). IPv4 destinations become
+// IPv4-mapped addresses on an IPv6 socket and mapped sources plain IPv4; to_sockaddr returns
+// the address length, 0 for an IPv6 endpoint on an IPv4 socket.
 socklen_t to_sockaddr(const Endpoint& e, bool v6_socket, sockaddr_storage& out) noexcept;
 Endpoint from_sockaddr(const sockaddr_storage& sa) noexcept;
 

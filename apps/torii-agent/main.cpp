@@ -228,6 +228,12 @@ int main(int argc, char** argv) {
       if (j.contains("overlay_ipv4"))
         std::cout << "overlay      " << str("overlay_ipv4") << ", " << str("overlay_ipv6") << " on "
                   << str("interface") << "\n";
+      if (j.contains("tunnel_offload") && j["tunnel_offload"].is_object()) {
+        const auto& o = j["tunnel_offload"];
+        auto on = [&](const char* k) { return o.value(k, false) ? "on" : "off"; };
+        std::cout << "offload      TUN TSO/GRO " << on("tun") << ", UDP GSO " << on("udp_gso")
+                  << ", UDP GRO " << on("udp_gro") << "\n";
+      }
       const auto peers = j.value("peers", nlohmann::json::array());
       if (!peers.empty()) {
         std::printf("\n%-20s %-16s %-11s %-7s %-22s %7s %12s %12s\n", "PEER", "OVERLAY", "STATE",

@@ -159,7 +159,8 @@ int main(int argc, char** argv) {
     }
     std::unique_ptr<net::RelayServer> relay_server;
     if (s.relay != "off") {
-      relay_server = std::make_unique<net::RelayServer>(io, net::parse_listen("--relay", s.relay));
+      // A6 relay on its own thread (issue 4): relayed traffic never delays the control plane.
+      relay_server = std::make_unique<net::RelayServer>(net::parse_listen("--relay", s.relay));
       copts.core.relay_port = relay_server->local_endpoint().port;
     }
     copts.core.per_source.max_failures = s.auth_failures_per_source;
