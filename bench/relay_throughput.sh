@@ -175,7 +175,7 @@ relay_counters() {  # UDP relay counters from /metrics: forwarded datagrams, byt
       /^torii_relay_udp_syscalls_total\{op="recvmmsg"\}/ {r = $2}
       /^torii_relay_udp_syscalls_total\{op="sendmmsg"\}/ {s = $2}
       /^torii_relay_udp_io_datagrams_total\{io="sent_gso"\}/ {g = $2}
-      END {print p + 0, b + 0, r + 0, s + 0, g + 0}'
+      END {printf "%.0f %.0f %.0f %.0f %.0f\n", p, b, r, s, g}'
 }
 
 # ---- idle: ECHO RTT and admin request time with nothing relayed -----------------------------
