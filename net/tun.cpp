@@ -141,14 +141,6 @@ void TunDevice::set_ipv6(const std::array<uint8_t, 16>& addr, int prefix_len) {
   if (::ioctl(s.fd(), SIOCSIFADDR, &req) < 0) fail(errno, "SIOCSIFADDR " + what);
 }
 
-void TunDevice::set_txqueuelen(int packets) {
-  IoctlSocket s(AF_INET, name_);
-  ifreq ifr = request_for(name_);
-  ifr.ifr_qlen = packets;
-  if (::ioctl(s.fd(), SIOCSIFTXQLEN, &ifr) < 0)
-    fail(errno, "SIOCSIFTXQLEN " + name_ + " " + std::to_string(packets));
-}
-
 void TunDevice::up() {
   IoctlSocket s(AF_INET, name_);
   ifreq ifr = request_for(name_);

@@ -36,8 +36,6 @@ class TunDevice {
   void set_ipv6(const std::array<uint8_t, 16>& addr, int prefix_len);
   // Sets IFF_UP (SIOCGIFFLAGS, then SIOCSIFFLAGS).
   void up();
-  // Length of the interface's transmit queue in packets (SIOCSIFTXQLEN).
-  void set_txqueuelen(int packets);
 
   const std::string& name() const { return name_; }
   int fd() const { return fd_; }

@@ -22,8 +22,6 @@ namespace pb = ::torii::control::v1;
 
 namespace {
 
-constexpr int kTunQueueWithTso = 32;
-
 Instant mono_now() {
   using namespace std::chrono;
   return Instant(duration_cast<Duration>(steady_clock::now().time_since_epoch()));
@@ -110,10 +108,6 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
     try {
       tun.emplace(TunDevice::open(opts.tun_name, opts.mtu, opts.offload));
       tun->set_ipv4(v4->v4_host_order(), int(w.overlay_ipv4_prefix()));
-      // With TSO a queued packet is up to 64 KiB, not one MTU: the default 500 packets would
-      // buffer ~30 MB (seconds at line rate), which only adds delay; TCP senders then fill the
-      // agent's socket buffers and lose whole GSO runs. 32 segments (~2 MB) keep the pipe full.
-      if (tun->offload()) tun->set_txqueuelen(kTunQueueWithTso);
       tun->up();
       if (v6) {
         try {
