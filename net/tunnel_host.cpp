@@ -277,8 +277,10 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
   // UDP GSO (issue 4).
   static asio::awaitable<void> tun_loop(std::shared_ptr<Impl> self) {
     namespace off = tunnel::offload;
-    std::vector<uint8_t> buf(off::kVnetHdrSize + 65536);
-    std::vector<uint8_t> scratch(65536);
+    // Not value-initialised (std::vector would zero them): resident only once used.
+    std::unique_ptr<uint8_t[]> buf(new uint8_t[off::kVnetHdrSize + 65536]);
+    std::unique_ptr<uint8_t[]> scratch(new uint8_t[65536]);
+    const size_t buf_size = off::kVnetHdrSize + 65536;
     p2p::PeerActions out;
     off::Segmenter seg;
     while (!self->stopped && self->tun) {
@@ -288,11 +290,11 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
       if (self->stopped || ec) co_return;
       const size_t hdr = self->tun->vnet_hdr() ? off::kVnetHdrSize : 0;
       for (int i = 0; i < 64; ++i) {
-        const ssize_t n = self->tun->read(buf.data(), buf.size());
+        const ssize_t n = self->tun->read(buf.get(), buf_size);
         if (n <= 0 || size_t(n) <= hdr) break;
         const Instant now = mono_now();
-        const off::VnetHdr vh = hdr ? off::load_vnet(buf.data()) : off::VnetHdr{};
-        const std::span<const uint8_t> pkt(buf.data() + hdr, size_t(n) - hdr);
+        const off::VnetHdr vh = hdr ? off::load_vnet(buf.get()) : off::VnetHdr{};
+        const std::span<const uint8_t> pkt(buf.get() + hdr, size_t(n) - hdr);
         if (!seg.reset(vh, pkt)) {
           ++self->tun_dropped;
           continue;
@@ -301,8 +303,8 @@ struct TunnelHost::Impl : std::enable_shared_from_this<Impl> {
         for (size_t k = 0; k < seg.count(); ++k) {
           const size_t len = seg.size(k);
           if (!route) {  // reference path: opening tunnels, TLS relay, no route
-            seg.write(k, scratch.data());
-            self->pm.on_ip(now, {scratch.data(), len}, out);
+            seg.write(k, scratch.get());
+            self->pm.on_ip(now, {scratch.get(), len}, out);
             continue;
           }
           uint8_t* p = self->udp_tx->prepare(route->to, route->headroom + len + tunnel::kTagSize);

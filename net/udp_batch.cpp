@@ -51,11 +51,11 @@ Endpoint from_sockaddr(const sockaddr_storage& sa) noexcept {
 // ---------------------------------------------------------------------------------------------
 
 UdpTx::UdpTx(int fd, bool v6_socket, bool gso) : fd_(fd), v6_(v6_socket), gso_(gso) {
-  buf_.resize(kCapacity);
+  buf_.reset(new uint8_t[kCapacity]);
 }
 
 uint8_t* UdpTx::prepare(const Endpoint& to, size_t need) noexcept {
-  if (count_ == kMaxDatagrams || used_ + need > buf_.size() || ndests_ == kMaxDatagrams) flush();
+  if (count_ == kMaxDatagrams || used_ + need > kCapacity || ndests_ == kMaxDatagrams) flush();
   if (!have_last_ || !(to == last_to_)) {
     dest_len_[ndests_] = to_sockaddr(to, v6_, dests_[ndests_]);
     ++ndests_;
@@ -64,7 +64,7 @@ uint8_t* UdpTx::prepare(const Endpoint& to, size_t need) noexcept {
   }
   dest_[count_] = uint16_t(ndests_ - 1);
   off_[count_] = uint32_t(used_);
-  return buf_.data() + used_;
+  return buf_.get() + used_;
 }
 
 void UdpTx::commit(size_t len) noexcept {
@@ -123,7 +123,7 @@ void UdpTx::flush() noexcept {
       }
       mmsghdr& m = msgs[n];
       std::memset(&m, 0, sizeof m);
-      iov[n] = {buf_.data() + off_[i], total};
+      iov[n] = {buf_.get() + off_[i], total};
       m.msg_hdr.msg_iov = &iov[n];
       m.msg_hdr.msg_iovlen = 1;
       m.msg_hdr.msg_name = &dests_[dest_[i]];
@@ -156,14 +156,14 @@ UdpRx::UdpRx(int fd, bool gro) : fd_(fd), gro_(false) {
     int one = 1;
     gro_ = ::setsockopt(fd, IPPROTO_UDP, UDP_GRO, &one, sizeof one) == 0;
   }
-  bufs_.resize(kBatch * kBufSize);
+  bufs_.reset(new uint8_t[kBatch * kBufSize]);
 }
 
 int UdpRx::recv_batch() noexcept {
   mmsghdr msgs[kBatch];
   iovec iov[kBatch];
   for (size_t i = 0; i < kBatch; ++i) {
-    iov[i] = {bufs_.data() + i * kBufSize, kBufSize};
+    iov[i] = {bufs_.get() + i * kBufSize, kBufSize};
     std::memset(&msgs[i], 0, sizeof msgs[i]);
     msgs[i].msg_hdr.msg_iov = &iov[i];
     msgs[i].msg_hdr.msg_iovlen = 1;

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include <array>
+#include <memory>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -56,7 +57,8 @@ class UdpTx {
   int fd_;
   bool v6_;
   bool gso_;
-  std::vector<uint8_t> buf_;
+  // Not value-initialised: pages become resident only when traffic uses them (agent RSS).
+  std::unique_ptr<uint8_t[]> buf_;
   size_t used_ = 0, count_ = 0;
   std::array<uint32_t, kMaxDatagrams> off_{}, len_{};
   std::array<uint16_t, kMaxDatagrams> dest_{};  // index into dests_
@@ -86,7 +88,7 @@ class UdpRx {
     size_t count = 0;
     for (int i = 0; i < n; ++i) {
       const Endpoint from = from_sockaddr(addrs_[size_t(i)]);
-      uint8_t* p = bufs_.data() + size_t(i) * kBufSize;
+      uint8_t* p = bufs_.get() + size_t(i) * kBufSize;
       size_t left = lens_[size_t(i)];
       const size_t seg = segs_[size_t(i)] ? segs_[size_t(i)] : left;
       while (left > 0) {
@@ -105,7 +107,7 @@ class UdpRx {
   int recv_batch() noexcept;
   int fd_;
   bool gro_;
-  std::vector<uint8_t> bufs_;
+  std::unique_ptr<uint8_t[]> bufs_;  // kBatch slots; not value-initialised, as UdpTx's
   std::array<sockaddr_storage, kBatch> addrs_{};
   std::array<size_t, kBatch> lens_{}, segs_{};
   std::array<std::array<uint8_t, 64>, kBatch> ctrl_{};
