@@ -298,11 +298,13 @@ TEST(Coalescer, ShortOrPushSegmentEndsARun) {
   Flow f;
   Coalescer c;
   Collected got;
-  c.add(tcp_packet(f, 0, 1000), got);
-  c.add(tcp_packet(f, 1000, 400), got);  // shorter: last of this run
-  c.add(tcp_packet(f, 1400, 1000), got);
-  c.add(tcp_packet(f, 2400, 1000, 0x18), got);  // PSH: last of the next run
-  c.add(tcp_packet(f, 3400, 1000), got);
+  // The coalescer references the packets' bytes until it emits them: they must outlive that.
+  const std::vector<Bytes> pkts = {
+      tcp_packet(f, 0, 1000),    tcp_packet(f, 1000, 400),         // shorter: last of this run
+      tcp_packet(f, 1400, 1000), tcp_packet(f, 2400, 1000, 0x18),  // PSH: last of the next run
+      tcp_packet(f, 3400, 1000),
+  };
+  for (const auto& p : pkts) c.add(p, got);
   c.flush(got);
   ASSERT_EQ(got.outs.size(), 3u);
   EXPECT_EQ(got.outs[0].second.size(), 52 + 1400u);
