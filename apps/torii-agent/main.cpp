@@ -226,8 +226,9 @@ int main(int argc, char** argv) {
       if (!str("last_error").empty() && str("last_error") != "-" && str("last_error") != "\"\"")
         std::cout << "last event   " << str("last_error") << "\n";
       if (j.contains("overlay_ipv4"))
-        std::cout << "overlay      " << str("overlay_ipv4") << ", " << str("overlay_ipv6") << " on "
-                  << str("interface") << "\n";
+        std::cout << "overlay      " << str("overlay_ipv4")
+                  << (j.value("overlay_ipv6", "").empty() ? "" : ", " + str("overlay_ipv6"))
+                  << " on " << str("interface") << "\n";
       if (j.contains("tunnel_offload") && j["tunnel_offload"].is_object()) {
         const auto& o = j["tunnel_offload"];
         auto on = [&](const char* k) { return o.value(k, false) ? "on" : "off"; };
