@@ -9,9 +9,9 @@
 #include <sys/socket.h>
 
 #include <array>
-#include <memory>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
