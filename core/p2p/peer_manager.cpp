@@ -84,11 +84,22 @@ std::array<uint8_t, 32> key32(const std::string& s) {
 }
 
 // Relay frame: header(type relay_data, flags = sender side, counter = tunnel ID) || packet.
+void write_relay_header(uint64_t tunnel_id, uint8_t side, uint8_t* out) {
+  tunnel::write_header({tunnel::PacketType::relay_data, 0, side, 0, tunnel_id}, out);
+}
+
 std::vector<uint8_t> relay_wrap(uint64_t tunnel_id, uint8_t side, std::span<const uint8_t> pkt) {
   std::vector<uint8_t> out(tunnel::kHeaderSize + pkt.size());
-  tunnel::write_header({tunnel::PacketType::relay_data, 0, side, 0, tunnel_id}, out.data());
+  write_relay_header(tunnel_id, side, out.data());
   std::memcpy(out.data() + tunnel::kHeaderSize, pkt.data(), pkt.size());
   return out;
+}
+
+// A decrypted packet must come from the peer's own overlay address (anti-spoofing).
+bool sent_by(std::span<const uint8_t> plain, const std::optional<Endpoint>& v4,
+             const std::optional<Endpoint>& v6) {
+  Endpoint src, dst;
+  return ip_addresses(plain, src, dst) && ((v4 && src == *v4) || (v6 && src == *v6));
 }
 
 }  // namespace
@@ -622,10 +633,8 @@ void PeerManager::on_data(Instant now, Tunnel& t, Path via, const Endpoint& from
   }
   if (*n == 0) return;  // keepalive
   plain.resize(*n);
-  Endpoint src, dst;
-  if (!ip_addresses(plain, src, dst) ||
-      !((t.overlay_v4 && src == *t.overlay_v4) || (t.overlay_v6 && src == *t.overlay_v6))) {
-    ++stats_.dropped_spoofed;  // the peer may only send as its own overlay address
+  if (!sent_by(plain, t.overlay_v4, t.overlay_v6)) {
+    ++stats_.dropped_spoofed;
     return;
   }
   t.rx_bytes += plain.size();
@@ -749,8 +758,7 @@ size_t PeerManager::seal(Instant now, const TxRoute& r, uint8_t* buf, size_t n) 
   size_t len = t.dc->seal(now, {buf + r.headroom, n}, pkt);
   if (len == 0) return 0;
   if (r.headroom > tunnel::kHeaderSize) {  // relay frame
-    const uint8_t side = t.initiator ? tunnel::kSideInitiator : tunnel::kSideResponder;
-    tunnel::write_header({tunnel::PacketType::relay_data, 0, side, 0, t.id}, buf);
+    write_relay_header(t.id, t.initiator ? tunnel::kSideInitiator : tunnel::kSideResponder, buf);
     len += tunnel::kHeaderSize;
   }
   t.last_tx = now;
@@ -788,9 +796,7 @@ PeerManager::Rx PeerManager::open(Instant now, const Endpoint& from, std::span<u
     t.direct_rx = now;
   if (*n == 0) return Rx::consumed;  // keepalive
   plain = {inner.data() + tunnel::kHeaderSize, *n};
-  Endpoint src, dst;
-  if (!ip_addresses(plain, src, dst) ||
-      !((t.overlay_v4 && src == *t.overlay_v4) || (t.overlay_v6 && src == *t.overlay_v6))) {
+  if (!sent_by(plain, t.overlay_v4, t.overlay_v6)) {
     ++stats_.dropped_spoofed;
     return Rx::consumed;
   }
