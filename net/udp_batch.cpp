@@ -74,7 +74,7 @@ void UdpTx::commit(size_t len) noexcept {
   ++count_;
 }
 
-bool UdpTx::send_all(mmsghdr* msgs, unsigned n) noexcept {
+unsigned UdpTx::send_all(mmsghdr* msgs, unsigned n) noexcept {
   unsigned k = 0;
   while (k < n) {
     const int sent = ::sendmmsg(fd_, msgs + k, n - k, 0);
@@ -90,13 +90,13 @@ bool UdpTx::send_all(mmsghdr* msgs, unsigned n) noexcept {
       continue;
     }
     if (gso_ && msgs[k].msg_hdr.msg_controllen > 0 && (errno == EIO || errno == EINVAL)) {
-      gso_ = false;  // no UDP GSO on this path or kernel: resend everything plainly
-      return false;
+      gso_ = false;  // no UDP GSO on this path or kernel: the rest goes plainly
+      return k;
     }
     ++stats_.errors;  // e.g. unreachable: that message is lost, the rest goes on
     ++k;
   }
-  return true;
+  return n;
 }
 
 void UdpTx::flush() noexcept {
@@ -108,9 +108,11 @@ void UdpTx::flush() noexcept {
   auto& msgs = msgs_;
   auto& iov = iov_;
   auto& ctrl = ctrl_;
-  for (int attempt = 0; attempt < 2; ++attempt) {
+  // Until everything went: a GSO refusal switches GSO off and resends from the first datagram
+  // of the refused message (what went before it is not sent twice).
+  for (size_t start = 0; start < count_;) {
     unsigned n = 0;
-    for (size_t i = 0; i < count_;) {
+    for (size_t i = start; i < count_;) {
       const size_t seg = len_[i];
       size_t j = i + 1, total = seg;
       if (gso_) {
@@ -138,11 +140,13 @@ void UdpTx::flush() noexcept {
         const uint16_t s = uint16_t(seg);
         std::memcpy(CMSG_DATA(c), &s, sizeof s);
       }
+      first_[n] = uint32_t(i);
       ++n;
       i = j;
     }
     stats_.messages += n;
-    if (send_all(msgs.data(), n)) break;
+    const unsigned done = send_all(msgs.data(), n);
+    start = done < n ? first_[done] : count_;
   }
   stats_.datagrams += count_;
   count_ = used_ = ndests_ = 0;

@@ -70,10 +70,13 @@ class UdpTx {
   std::array<mmsghdr, kMaxDatagrams> msgs_{};
   std::array<iovec, kMaxDatagrams> iov_{};
   std::array<Ctrl, kMaxDatagrams> ctrl_{};
+  std::array<uint32_t, kMaxDatagrams> first_{};  // first datagram of each message
   Endpoint last_to_{};
   bool have_last_ = false;
   Stats stats_;
-  bool send_all(struct mmsghdr* msgs, unsigned n) noexcept;
+  // sendmmsg of all n; returns n, or the index of the message whose GSO the kernel refused
+  // (GSO is then off).
+  unsigned send_all(struct mmsghdr* msgs, unsigned n) noexcept;
 };
 
 class UdpRx {

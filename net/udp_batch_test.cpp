@@ -83,6 +83,29 @@ INSTANTIATE_TEST_SUITE_P(GsoGro, UdpBatch, ::testing::Combine(::testing::Bool(),
                                   (std::get<1>(i.param) ? "gro" : "nogro");
                          });
 
+// A kernel that refuses UDP GSO on this socket (SO_NO_CHECK makes UDP_SEGMENT fail with
+// EINVAL): GSO is switched off and every datagram still arrives exactly once.
+TEST(UdpBatchFallback, GsoRefusedMidBatchSendsEachDatagramOnce) {
+  Sock a, b;
+  int one = 1;
+  ASSERT_EQ(::setsockopt(a.fd, SOL_SOCKET, SO_NO_CHECK, &one, sizeof one), 0);
+  UdpTx tx(a.fd, true, true);
+  UdpRx rx(b.fd, false);
+  std::vector<std::vector<uint8_t>> sent;
+  for (int i = 0; i < 50; ++i) {
+    // single datagrams first (sent before any GSO message), then runs
+    const size_t n = i < 5 ? size_t(100 + i) : 1000;
+    sent.push_back(datagram(n, i));
+    uint8_t* p = tx.prepare(b.v4(), n);
+    std::memcpy(p, sent.back().data(), n);
+    tx.commit(n);
+  }
+  tx.flush();
+  EXPECT_FALSE(tx.gso());
+  auto got = drain(rx, b.fd, sent.size());
+  EXPECT_EQ(got, sent);
+}
+
 TEST(UdpBatchMixed, SeveralDestinationsInOneBatch) {
   Sock a, b, c;
   UdpTx tx(a.fd, true, true);
